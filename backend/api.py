@@ -1,0 +1,83 @@
+"""The FastAPI application: REST under /api/v1, plus /health and /metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+
+from backend import __version__
+from backend.audit.api import router as audit_router
+from backend.auth.api import router as auth_router
+from backend.context import AppContext
+from backend.errors import FieldError, ServiceError, TooManyRequests
+from backend.ops.api import router as ops_router
+from backend.ops.middleware import Metrics, ObservabilityMiddleware
+from backend.stacks.api import router as stacks_router
+
+log = logging.getLogger("crucible.api")
+API_PREFIX = "/api/v1"
+
+
+def create_api(ctx: AppContext) -> FastAPI:
+    app = FastAPI(
+        title="Crucible",
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.state.metrics = Metrics()
+
+    app.include_router(auth_router, prefix=API_PREFIX)
+    app.include_router(stacks_router, prefix=API_PREFIX)
+    app.include_router(audit_router, prefix=API_PREFIX)
+    app.include_router(ops_router)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, FieldError):
+            return JSONResponse({"detail": exc.detail()}, status_code=422)
+        headers = (
+            {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        )
+        if exc.status_code == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            item = {
+                "loc": list(err.get("loc", [])),
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+            errors.append(item)
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error: %s", exc.orig)
+        return JSONResponse({"detail": "the change conflicts with existing data"}, status_code=409)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+        log.warning("data error: %s", exc.orig)
+        return JSONResponse({"detail": "a value is out of range for its field"}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database error: %s", exc.orig)
+        return JSONResponse({"detail": "the database is unavailable; try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})  # fmt: skip
+
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=app.state.metrics, max_body=ctx.settings.max_request_bytes
+    )
+    return app

@@ -1,0 +1,321 @@
+"""Accounts, sessions and API tokens. Every public function authorizes before it acts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from backend.audit import service as audit
+from backend.auth.models import ApiToken, Membership, Organization, Role, User, UserSession
+from backend.auth.principal import Principal, system_principal
+from backend.auth.ratelimit import LoginRateLimiter
+from backend.errors import Conflict, FieldError, NotAuthenticated, NotFound
+from backend.timeutil import iso, new_id, utcnow
+
+TOKEN_PREFIX = "cru_"
+_PREFIX_LEN = 12
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
+MIN_PASSWORD = 10
+DEFAULT_ORG_NAME = "default"
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Auth:
+    """Holds the hasher, the login limiter and the verified-token cache for one process."""
+
+    def __init__(self, hasher: PasswordHasher, limiter: LoginRateLimiter, session_ttl: timedelta):
+        self.hasher = hasher
+        self.limiter = limiter
+        self.session_ttl = session_ttl
+        # Argon2 is deliberately slow, so a token verified once is remembered by its SHA-256
+        # for a few minutes; revocation still takes effect at once (the row is read each call).
+        self._token_cache: dict[str, tuple[str, float]] = {}
+        self._cache_lock = threading.Lock()
+        self._dummy_hash = hasher.hash(secrets.token_urlsafe(16))
+
+    # ------------------------------------------------------------ passwords
+
+    def hash_password(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # ------------------------------------------------------------ users & orgs
+
+    def ensure_default_org(self, session: Session) -> Organization:
+        org = session.exec(
+            select(Organization).order_by(col(Organization.created_at)).limit(1)
+        ).first()
+        if org is None:
+            org = Organization(id=new_id("org"), name=DEFAULT_ORG_NAME)
+            session.add(org)
+            session.flush()
+        return org
+
+    def create_user(
+        self, session: Session, actor: Principal, email: str, password: str, role: Role
+    ) -> User:
+        """Create a user in the actor's org (admins only)."""
+        actor.require(Role.admin, "creating users")
+        email = validate_email(email)
+        if len(password) < MIN_PASSWORD:
+            raise FieldError("password", f"password must be at least {MIN_PASSWORD} characters")
+        if len(password) > 1024:
+            raise FieldError("password", "password must be at most 1024 characters")
+        if session.exec(select(User).where(User.email == email)).first():
+            raise Conflict(f"a user with email {email} already exists")
+        user = User(id=new_id("usr"), email=email, password_hash=self.hash_password(password))
+        try:
+            session.add(user)
+            session.flush()  # rows without an ORM relationship are not ordered by FK: flush the user first
+            session.add(Membership(user_id=user.id, org_id=actor.org_id, role=role.value))
+            session.flush()
+        except IntegrityError:
+            raise Conflict(f"a user with email {email} already exists") from None
+        audit.record(
+            session, actor, "user.create", resource_type="user", resource_id=user.id,
+            after={"email": email, "role": role.value},
+        )  # fmt: skip
+        return user
+
+    def count_users(self, session: Session) -> int:
+        return int(session.exec(select(func.count()).select_from(User)).one())
+
+    def list_members(self, session: Session, actor: Principal) -> list[dict]:
+        actor.require(Role.viewer, "listing members")
+        rows = session.exec(
+            select(User, Membership)
+            .join(Membership, col(Membership.user_id) == col(User.id))
+            .where(Membership.org_id == actor.org_id)
+            .order_by(col(User.email))
+        ).all()
+        return [
+            {"id": u.id, "email": u.email, "role": m.role, "disabled": u.disabled,
+             "created_at": iso(u.created_at)}
+            for u, m in rows
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------ sessions
+
+    def login(
+        self, session: Session, email: str, password: str, ip: str, user_agent: str | None
+    ) -> tuple[str, Principal]:
+        """Check the password and open a session; returns (cookie value, principal)."""
+        email = (email or "").strip().lower()[:254]
+        self.limiter.check_and_count(ip, email)
+        user = session.exec(select(User).where(User.email == email)).first()
+        if user is None:
+            self._verify(self._dummy_hash, password)  # same cost whether or not the user exists
+            self.limiter.record_failure(email)
+            raise NotAuthenticated("invalid email or password")
+        membership = session.exec(
+            select(Membership).where(Membership.user_id == user.id).order_by(col(Membership.id))
+        ).first()
+        if not self._verify(user.password_hash, password) or user.disabled or membership is None:
+            self.limiter.record_failure(email)
+            if membership is not None:
+                p = Principal("user", user.id, user.email, membership.org_id, Role(membership.role))
+                audit.record(session, p.with_origin(ip, user_agent), "auth.login_failed",
+                             resource_type="user", resource_id=user.id)  # fmt: skip
+                session.commit()
+            raise NotAuthenticated("invalid email or password")
+        self.limiter.record_success(email)
+        if self.hasher.check_needs_rehash(user.password_hash):
+            user.password_hash = self.hash_password(password)
+            session.add(user)
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        session.add(
+            UserSession(
+                id=sha256_hex(token), user_id=user.id, org_id=membership.org_id, created_at=now,
+                expires_at=now + self.session_ttl, last_seen_at=now, ip=ip,
+                user_agent=(user_agent or "")[:255] or None,
+            )
+        )  # fmt: skip
+        principal = Principal(
+            "user", user.id, user.email, membership.org_id, Role(membership.role), ip,
+            (user_agent or "")[:255] or None,
+        )  # fmt: skip
+        audit.record(session, principal, "auth.login", resource_type="user", resource_id=user.id)
+        return token, principal
+
+    def session_principal(
+        self,
+        session: Session,
+        token: str | None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Principal:
+        """Validate a session cookie server-side; raises NotAuthenticated."""
+        if not token or len(token) > 256:
+            raise NotAuthenticated("not logged in")
+        row = session.exec(
+            select(UserSession, User, Membership)
+            .join(User, col(User.id) == col(UserSession.user_id))
+            .join(
+                Membership,
+                (col(Membership.user_id) == col(User.id))
+                & (col(Membership.org_id) == col(UserSession.org_id)),
+            )
+            .where(UserSession.id == sha256_hex(token))
+        ).first()
+        now = utcnow()
+        if row is None:
+            raise NotAuthenticated("session expired or invalid; log in again")
+        us, user, membership = row
+        if us.expires_at <= now or user.disabled:
+            raise NotAuthenticated("session expired or invalid; log in again")
+        if now - us.last_seen_at > timedelta(minutes=5):
+            us.last_seen_at = now
+            session.add(us)
+        return Principal(
+            "user", user.id, user.email, us.org_id, Role(membership.role), ip, user_agent
+        )
+
+    def logout(
+        self, session: Session, token: str | None, ip: str | None, user_agent: str | None
+    ) -> None:
+        if not token:
+            return
+        try:
+            principal = self.session_principal(session, token, ip, user_agent)
+        except NotAuthenticated:
+            return
+        us = session.get(UserSession, sha256_hex(token))
+        if us is not None:
+            session.delete(us)
+        audit.record(
+            session, principal, "auth.logout", resource_type="user", resource_id=principal.id
+        )
+
+    # ------------------------------------------------------------ API tokens
+
+    def create_token(
+        self, session: Session, actor: Principal, name: str, role: Role
+    ) -> tuple[ApiToken, str]:
+        actor.require(Role.admin, "creating API tokens")
+        name = validate_token_name(name)
+        if not actor.role.at_least(role):
+            raise FieldError("role", "a token cannot have a higher role than its creator")
+        prefix = secrets.token_hex(_PREFIX_LEN // 2)
+        secret = secrets.token_urlsafe(32)
+        plaintext = f"{TOKEN_PREFIX}{prefix}{secret}"
+        tok = ApiToken(
+            id=new_id("tok"), org_id=actor.org_id, name=name, role=role.value, prefix=prefix,
+            secret_hash=self.hasher.hash(plaintext), created_by=actor.id,
+        )  # fmt: skip
+        session.add(tok)
+        session.flush()
+        audit.record(session, actor, "token.create", resource_type="token", resource_id=tok.id,
+                     after={"name": name, "role": role.value})  # fmt: skip
+        return tok, plaintext
+
+    def create_token_as_system(
+        self, session: Session, name: str, role: Role
+    ) -> tuple[ApiToken, str]:
+        org = self.ensure_default_org(session)
+        return self.create_token(session, system_principal(org.id), name, role)
+
+    def list_tokens(self, session: Session, actor: Principal) -> list[ApiToken]:
+        actor.require(Role.admin, "listing API tokens")
+        return list(
+            session.exec(
+                select(ApiToken)
+                .where(ApiToken.org_id == actor.org_id)
+                .order_by(col(ApiToken.revoked_at).is_not(None), col(ApiToken.created_at).desc())
+            ).all()
+        )
+
+    def revoke_token(self, session: Session, actor: Principal, token_id: str) -> ApiToken:
+        actor.require(Role.admin, "revoking API tokens")
+        tok = session.get(ApiToken, token_id)
+        if tok is None or tok.org_id != actor.org_id:
+            raise NotFound("token not found")
+        if tok.revoked_at is None:
+            tok.revoked_at = utcnow()
+            session.add(tok)
+            audit.record(session, actor, "token.revoke", resource_type="token", resource_id=tok.id,
+                         before={"name": tok.name, "role": tok.role})  # fmt: skip
+        return tok
+
+    def token_principal(
+        self, session: Session, bearer: str, ip: str | None = None, user_agent: str | None = None
+    ) -> Principal:
+        invalid = NotAuthenticated("invalid or revoked API token")
+        if not bearer.startswith(TOKEN_PREFIX) or len(bearer) > 200:
+            raise invalid
+        digest = sha256_hex(bearer)
+        now_mono = time.monotonic()
+        with self._cache_lock:
+            cached = self._token_cache.get(digest)
+        tok: ApiToken | None
+        if cached and cached[1] > now_mono:
+            tok = session.get(ApiToken, cached[0])
+        else:
+            prefix = bearer[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + _PREFIX_LEN]
+            tok = session.exec(select(ApiToken).where(ApiToken.prefix == prefix)).first()
+            if tok is None or not self._verify(tok.secret_hash, bearer):
+                raise invalid
+            with self._cache_lock:
+                if len(self._token_cache) > 10_000:
+                    self._token_cache.clear()
+                self._token_cache[digest] = (tok.id, now_mono + 300)
+        if tok is None or tok.revoked_at is not None:
+            raise invalid
+        now = utcnow()
+        if tok.last_used_at is None or now - tok.last_used_at > timedelta(minutes=5):
+            tok.last_used_at = now
+            session.add(tok)
+        return Principal(
+            "token", tok.id, f"token:{tok.name}", tok.org_id, Role(tok.role), ip, user_agent
+        )
+
+
+@dataclass
+class BootstrapResult:
+    created: bool
+    email: str | None = None
+    password: str | None = None
+
+
+def bootstrap_admin(
+    auth: Auth, session: Session, email: str = "admin@crucible.local"
+) -> BootstrapResult:
+    """On first start (no users at all) create the default org and an admin with a random password."""
+    if auth.count_users(session) > 0:
+        return BootstrapResult(created=False)
+    org = auth.ensure_default_org(session)
+    password = secrets.token_urlsafe(15)
+    auth.create_user(session, system_principal(org.id), email, password, Role.admin)
+    return BootstrapResult(created=True, email=email, password=password)
+
+
+def validate_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise FieldError("email", "enter a valid email address such as ops@example.com")
+    return email
+
+
+def validate_token_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 100 or any(ord(c) < 32 for c in name):
+        raise FieldError("name", "token name must be 1-100 printable characters")
+    return name

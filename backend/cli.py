@@ -1,0 +1,180 @@
+"""The `crucible` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backend.auth.models import Role
+
+app = typer.Typer(help="Crucible: self-hosted infrastructure automation.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administer users and tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect the audit log.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("crucible.cli")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings():
+    from backend.config import ConfigError, load_settings
+    from backend.logging_setup import configure_logging
+
+    try:
+        settings = load_settings()
+        settings.effective_secret_key()
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _prepare():
+    """Settings → migrations → context → first admin. Shared by `up` and `api`."""
+    from backend.auth.service import bootstrap_admin
+    from backend.context import build_context, set_context
+    from backend.db import migrate
+
+    settings = _settings()
+    try:
+        migrate(settings)
+    except Exception as exc:
+        _fail(f"database migration failed ({settings.sqlalchemy_url.split('@')[-1]}): {exc}")
+    ctx = build_context(settings)
+    set_context(ctx)
+    with ctx.session() as s:
+        result = bootstrap_admin(ctx.auth, s)
+    if result.created:
+        bar = "=" * 64
+        typer.echo(
+            f"\n{bar}\n  First start: created the administrator account\n"
+            f"    email:    {result.email}\n    password: {result.password}\n"
+            f"  Log in at {settings.base_url}/login and change it; it is not shown again.\n{bar}\n"
+        )
+    return ctx
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (also done automatically at start-up)."""
+    from backend.db import migrate as run_migrations
+
+    settings = _settings()
+    run_migrations(settings)
+    typer.echo("database is at the latest revision")
+
+
+@app.command()
+def api(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the REST API (and background tasks) without the UI, for headless nodes and tests."""
+    import uvicorn
+
+    from backend.api import create_api
+
+    ctx = _prepare()
+    uvicorn.run(create_api(ctx), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port for the UI and API.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+) -> None:
+    """Start the full app (UI + API + background tasks) in production mode."""
+    from backend import frontend
+
+    _prepare()
+    env = frontend.reflex_env()
+    frontend.ensure_built(env)
+    typer.echo(f"Crucible is starting on http://localhost:{port}")
+    cmd = [str(Path(sys.executable).with_name("reflex")), "run", "--env", "prod",
+           "--frontend-port", str(port), "--backend-port", str(port), "--backend-host", host]  # fmt: skip
+    os.chdir(REPO_ROOT)
+    os.execve(cmd[0], cmd, env)
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Option(help="Login email.")],
+    password: Annotated[str, typer.Option(help="At least 10 characters.", prompt=True, hide_input=True)],
+    role: Annotated[Role, typer.Option(help="viewer, member or admin.")] = Role.member,
+) -> None:
+    """Create a user in the default organization."""
+    from backend.auth.principal import system_principal
+    from backend.errors import ServiceError
+
+    ctx = _prepare_quiet()
+    try:
+        with ctx.session() as s:
+            org = ctx.auth.ensure_default_org(s)
+            user = ctx.auth.create_user(s, system_principal(org.id), email, password, role)
+    except ServiceError as exc:
+        _fail(exc.message)
+    typer.echo(f"created {role.value} {user.email} ({user.id})")
+
+
+@admin_app.command("create-token")
+def create_token(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. ci-pipeline.")],
+    role: Annotated[Role, typer.Option(help="viewer, member or admin.")] = Role.member,
+) -> None:
+    """Create a service-account API token and print it (shown only once)."""
+    from backend.errors import ServiceError
+
+    ctx = _prepare_quiet()
+    try:
+        with ctx.session() as s:
+            _tok, plaintext = ctx.auth.create_token_as_system(s, name, role)
+    except ServiceError as exc:
+        _fail(exc.message)
+    typer.echo(plaintext)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; exit 1 and name the first tampered entry if it is broken."""
+    from backend.audit.service import verify_chain
+
+    ctx = _prepare_quiet()
+    result = verify_chain(ctx.engine)
+    if result.ok:
+        typer.echo(f"audit log intact: {result.checked} entries, head hash {result.head_hash}")
+        return
+    typer.secho(
+        f"audit log TAMPERED at entry {result.first_bad_id}: {result.reason} "
+        f"({result.checked} entries before it verified)",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+def _prepare_quiet():
+    from backend.context import build_context
+    from backend.db import migrate as run_migrations
+
+    settings = _settings()
+    run_migrations(settings)
+    return build_context(settings)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Settings from CRUCIBLE_* environment variables.
+
+Every setting has a safe default for the embedded install (SQLite and files under
+CRUCIBLE_DATA_DIR). A bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRUCIBLE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the embedded install keeps its files."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in the data dir."
+    )
+    secret_key: str | None = Field(
+        default=None, description="Key for sessions and secret encryption."
+    )
+    base_url: str = Field(
+        default="http://localhost:3000", description="Public URL of this install."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    session_ttl_hours: int = Field(default=168, ge=1, le=24 * 365)
+    login_max_attempts_per_ip: int = Field(default=30, ge=1)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=300, ge=1)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, ge=1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://crucible.example.com")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split(":", 1)[0]
+        if scheme.startswith("postgres"):
+            # Accept the common spellings and use psycopg 3.
+            rest = value.split("://", 1)[1] if "://" in value else ""
+            return f"postgresql+psycopg://{rest}"
+        if scheme.startswith("sqlite"):
+            return value
+        raise ValueError("must start with sqlite:/// or postgresql://")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
+        return value
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'crucible.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    def ensure_data_dir(self) -> Path:
+        path = self.resolved_data_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def effective_secret_key(self) -> str:
+        """The configured key, else the persisted one, else a new one (saved 0600)."""
+        if self.secret_key:
+            return self.secret_key
+        key_file = self.ensure_data_dir() / SECRET_KEY_FILE
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            if len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"{key_file} is corrupt (too short): restore it or set CRUCIBLE_SECRET_KEY"
+                )
+            return key
+        key = secrets.token_urlsafe(48)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        log.warning(
+            "CRUCIBLE_SECRET_KEY is not set: generated one and saved it to %s (mode 0600). "
+            "Back it up; set CRUCIBLE_SECRET_KEY in production.",
+            key_file,
+        )
+        return key
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"CRUCIBLE_{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,67 @@
+"""Process-wide wiring: settings, engine and auth, built once and shared by API and UI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from backend.auth.ratelimit import LoginRateLimiter
+from backend.auth.service import Auth
+from backend.config import Settings, load_settings
+from backend.db import make_engine, session_scope
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    auth: Auth
+    started_at: float = field(default_factory=time.time)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.engine) as s:
+            yield s
+
+
+def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
+    settings.effective_secret_key()  # generate/persist it on first start, fail early if corrupt
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
+    )
+    limiter = LoginRateLimiter(
+        settings.login_max_attempts_per_ip,
+        settings.login_max_failures_per_account,
+        settings.login_window_seconds,
+    )
+    auth = Auth(hasher, limiter, timedelta(hours=settings.session_ttl_hours))
+    return AppContext(
+        settings=settings, engine=engine or make_engine(settings.sqlalchemy_url), auth=auth
+    )
+
+
+_ctx: AppContext | None = None
+_lock = threading.Lock()
+
+
+def get_context() -> AppContext:
+    """The process's context, built from CRUCIBLE_* variables on first use."""
+    global _ctx
+    with _lock:
+        if _ctx is None:
+            _ctx = build_context(load_settings())
+        return _ctx
+
+
+def set_context(ctx: AppContext | None) -> None:
+    global _ctx
+    with _lock:
+        _ctx = ctx

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlmodel import Field, Index, SQLModel, UniqueConstraint
+
+from backend.timeutil import utcnow
+
+
+class Tool(StrEnum):
+    opentofu = "opentofu"
+    terraform = "terraform"
+    terragrunt = "terragrunt"
+    ansible = "ansible"
+    pulumi = "pulumi"
+
+
+class RunnerKind(StrEnum):
+    local = "local"
+    docker = "docker"
+
+
+class Stack(SQLModel, table=True):
+    __tablename__ = "stack"
+    __table_args__ = (
+        UniqueConstraint("org_id", "name", name="uq_stack_org_name"),
+        Index("ix_stack_org_tool_name", "org_id", "tool", "name"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organization.id", max_length=40, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=2000)
+    repository_url: str = Field(max_length=2048)
+    branch: str = Field(default="main", max_length=255)
+    project_root: str = Field(default="", max_length=1024)
+    tool: str = Field(max_length=16)
+    tool_version: str | None = Field(default=None, max_length=64)
+    runner: str = Field(default="local", max_length=16)
+    runner_image: str | None = Field(default=None, max_length=512)
+    auto_apply: bool = False
+    created_by: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StackLabel(SQLModel, table=True):
+    """One row per label so that label filters use an index, on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "stack_label"
+    __table_args__ = (Index("ix_stack_label_label_stack", "label", "stack_id"),)
+
+    stack_id: str = Field(
+        foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE"
+    )
+    label: str = Field(primary_key=True, max_length=64)

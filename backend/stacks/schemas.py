@@ -1,0 +1,209 @@
+"""Stack request/response models (one family: Base → Create/Update/Public)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from backend.stacks.models import RunnerKind, Tool
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
+VERSION_RE = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z.+_-]*)$")
+# registry/namespace/name:tag@digest, the shapes `docker pull` accepts.
+IMAGE_RE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+SCP_LIKE_RE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@host:org/repo.git
+BAD_REF_CHARS = set(" ~^:?*[\\\x7f")
+
+
+def _no_control(value: str) -> str:
+    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("name must not be empty")
+    if not NAME_RE.match(value):
+        raise ValueError(
+            "name may contain letters, digits, spaces, '.', '_' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _repository_url(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("repository URL must not be empty")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("repository URL must not contain spaces or control characters")
+    lowered = value.lower()
+    if lowered.startswith(("https://", "http://", "ssh://", "git://")):
+        if "://" in value and not value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("repository URL needs a host, e.g. https://github.com/org/repo.git")
+        return value
+    if lowered.startswith("file://"):
+        if not value[len("file://") :].startswith("/"):
+            raise ValueError(
+                "file:// repository URLs need an absolute path, e.g. file:///srv/git/infra"
+            )
+        return value
+    if SCP_LIKE_RE.match(value):
+        return value
+    raise ValueError(
+        "repository URL must be https://, ssh://, git@host:path or file:///absolute/path"
+    )
+
+
+def _branch(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("branch must not be empty")
+    if (
+        value.startswith(("-", "/"))
+        or value.endswith(("/", ".", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "@{" in value
+        or any(c in BAD_REF_CHARS or ord(c) < 32 for c in value)
+    ):
+        raise ValueError("branch is not a valid git branch name")
+    return value
+
+
+def _project_root(value: str) -> str:
+    value = value.strip().replace("\\", "/")
+    while value.startswith("./"):
+        value = value[2:]
+    value = value.rstrip("/")
+    if value in ("", "."):
+        return ""
+    if value.startswith("/"):
+        raise ValueError("project root must be relative to the repository root, e.g. envs/prod")
+    if any(part == ".." for part in value.split("/")):
+        raise ValueError("project root must stay inside the repository ('..' is not allowed)")
+    _no_control(value)
+    return value
+
+
+def _tool_version(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip()
+    if not VERSION_RE.match(value):
+        raise ValueError("tool version must look like 1.8.2 or 'latest'")
+    return value
+
+
+def _runner_image(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip()
+    if not IMAGE_RE.match(value):
+        raise ValueError("runner image must be an image reference such as ghcr.io/acme/runner:1.2")
+    return value
+
+
+def _labels(value: list[str]) -> list[str]:
+    out: list[str] = []
+    for raw in value:
+        label = raw.strip()
+        if not label:
+            continue
+        if not LABEL_RE.match(label):
+            raise ValueError(
+                f"label {label[:64]!r} may contain letters, digits and . _ : / = -, starting with a letter or digit"
+            )
+        if label not in out:
+            out.append(label)
+    return out
+
+
+Name = Annotated[str, Field(max_length=100), AfterValidator(_name)]
+Description = Annotated[str, Field(max_length=2000), AfterValidator(_no_control)]
+RepositoryUrl = Annotated[str, Field(max_length=2048), AfterValidator(_repository_url)]
+Branch = Annotated[str, Field(max_length=255), AfterValidator(_branch)]
+ProjectRoot = Annotated[str, Field(max_length=1024), AfterValidator(_project_root)]
+ToolVersion = Annotated[str | None, Field(max_length=64), AfterValidator(_tool_version)]
+RunnerImage = Annotated[str | None, Field(max_length=512), AfterValidator(_runner_image)]
+Labels = Annotated[
+    list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_labels)
+]
+
+
+class StackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description = ""
+    repository_url: RepositoryUrl
+    branch: Branch = "main"
+    project_root: ProjectRoot = ""
+    tool: Tool
+    tool_version: ToolVersion = None
+    runner: RunnerKind = RunnerKind.local
+    runner_image: RunnerImage = None
+    auto_apply: StrictBool = False
+    labels: Labels = Field(default_factory=list)
+
+
+class StackUpdate(BaseModel):
+    """PATCH body: only the fields present change. ``null`` clears the optional fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    repository_url: RepositoryUrl | None = None
+    branch: Branch | None = None
+    project_root: ProjectRoot | None = None
+    tool: Tool | None = None
+    tool_version: ToolVersion = None
+    runner: RunnerKind | None = None
+    runner_image: RunnerImage = None
+    auto_apply: StrictBool | None = None
+    labels: Labels | None = None
+
+
+NON_NULLABLE = ("name", "description", "repository_url", "branch", "project_root", "tool",
+                "runner", "auto_apply", "labels")  # fmt: skip
+
+
+class StackPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    repository_url: str
+    branch: str
+    project_root: str
+    tool: Tool
+    tool_version: str | None
+    runner: RunnerKind
+    runner_image: str | None
+    auto_apply: bool
+    labels: list[str]
+    created_by: str | None
+    created_at: str
+    updated_at: str
+
+
+class StacksPublic(BaseModel):
+    data: list[StackPublic]
+    count: int
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """Map a ValidationError to {field: message} for forms."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "__root__"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.setdefault(field, msg)
+    return out

@@ -1,0 +1,201 @@
+"""Stack use cases: authorize → load → mutate → audit, all in the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, exists, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from backend.audit import service as audit
+from backend.auth.models import Role
+from backend.auth.principal import Principal
+from backend.errors import Conflict, FieldError, NotFound
+from backend.stacks.models import Stack, StackLabel
+from backend.stacks.schemas import NON_NULLABLE, StackCreate, StackPublic, StackUpdate
+from backend.timeutil import iso, new_id, utcnow
+
+MAX_PAGE = 200
+
+
+@dataclass
+class StackQuery:
+    q: str | None = None
+    tool: str | None = None
+    label: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def _labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {sid: [] for sid in stack_ids}
+    if not stack_ids:
+        return out
+    rows = session.exec(
+        select(StackLabel)
+        .where(col(StackLabel.stack_id).in_(stack_ids))
+        .order_by(col(StackLabel.label))
+    ).all()
+    for row in rows:
+        out[row.stack_id].append(row.label)
+    return out
+
+
+def to_public(stack: Stack, labels: list[str]) -> StackPublic:
+    return StackPublic(
+        id=stack.id, name=stack.name, description=stack.description,
+        repository_url=stack.repository_url, branch=stack.branch, project_root=stack.project_root,
+        tool=stack.tool, tool_version=stack.tool_version, runner=stack.runner,  # type: ignore[arg-type]
+        runner_image=stack.runner_image, auto_apply=stack.auto_apply, labels=labels,
+        created_by=stack.created_by, created_at=iso(stack.created_at) or "",
+        updated_at=iso(stack.updated_at) or "",
+    )  # fmt: skip
+
+
+def _snapshot(stack: Stack, labels: list[str]) -> dict[str, Any]:
+    doc = to_public(stack, labels).model_dump(mode="json")
+    for key in ("created_at", "updated_at", "created_by"):
+        doc.pop(key, None)
+    return doc
+
+
+def _load(session: Session, principal: Principal, stack_id: str) -> Stack:
+    stack = session.get(Stack, stack_id)
+    # Another org's stack is indistinguishable from a missing one.
+    if stack is None or stack.org_id != principal.org_id:
+        raise NotFound(f"stack {stack_id} not found")
+    return stack
+
+
+def _name_taken(session: Session, org_id: str, name: str, except_id: str | None = None) -> bool:
+    stmt = select(Stack.id).where(Stack.org_id == org_id, func.lower(Stack.name) == name.lower())
+    if except_id:
+        stmt = stmt.where(Stack.id != except_id)
+    return session.exec(stmt).first() is not None
+
+
+def _flush(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a stack named {name!r} already exists in this organization") from None
+
+
+def list_stacks(
+    session: Session, principal: Principal, query: StackQuery
+) -> tuple[list[StackPublic], int]:
+    principal.require(Role.viewer, "listing stacks")
+    stmt = select(Stack).where(Stack.org_id == principal.org_id)
+    if query.q:
+        needle = query.q.strip()
+        stmt = stmt.where(
+            col(Stack.name).icontains(needle, autoescape=True)
+            | col(Stack.description).icontains(needle, autoescape=True)
+            | col(Stack.repository_url).icontains(needle, autoescape=True)
+        )
+    if query.tool:
+        stmt = stmt.where(Stack.tool == query.tool)
+    if query.label:
+        stmt = stmt.where(
+            exists().where(
+                (col(StackLabel.stack_id) == col(Stack.id)) & (col(StackLabel.label) == query.label)
+            )
+        )
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    page = session.exec(
+        stmt.order_by(col(Stack.name), col(Stack.id)).offset(query.offset).limit(query.limit)
+    ).all()
+    labels = _labels_of(session, [s.id for s in page])
+    return [to_public(s, labels[s.id]) for s in page], int(total)
+
+
+def all_labels(session: Session, principal: Principal) -> list[str]:
+    principal.require(Role.viewer, "listing stacks")
+    rows = session.exec(
+        select(StackLabel.label)
+        .join(Stack, col(Stack.id) == col(StackLabel.stack_id))
+        .where(Stack.org_id == principal.org_id)
+        .distinct()
+        .order_by(col(StackLabel.label))
+        .limit(500)
+    ).all()
+    return list(rows)
+
+
+def count_stacks(session: Session, principal: Principal) -> int:
+    principal.require(Role.viewer, "listing stacks")
+    return int(session.exec(select(func.count()).where(Stack.org_id == principal.org_id)).one())
+
+
+def get_stack(session: Session, principal: Principal, stack_id: str) -> StackPublic:
+    principal.require(Role.viewer, "viewing stacks")
+    stack = _load(session, principal, stack_id)
+    return to_public(stack, _labels_of(session, [stack.id])[stack.id])
+
+
+def create_stack(session: Session, principal: Principal, body: StackCreate) -> StackPublic:
+    principal.require(Role.member, "creating stacks")
+    if _name_taken(session, principal.org_id, body.name):
+        raise FieldError("name", f"a stack named {body.name!r} already exists in this organization")
+    now = utcnow()
+    data = body.model_dump(exclude={"labels"})
+    stack = Stack(id=new_id("stk"), org_id=principal.org_id, created_by=principal.label,
+                  created_at=now, updated_at=now, **data)  # fmt: skip
+    session.add(stack)
+    _flush(session, body.name)
+    for label in body.labels:
+        session.add(StackLabel(stack_id=stack.id, label=label))
+    session.flush()
+    audit.record(session, principal, "stack.create", resource_type="stack", resource_id=stack.id,
+                 after=_snapshot(stack, body.labels))  # fmt: skip
+    return to_public(stack, body.labels)
+
+
+def update_stack(
+    session: Session, principal: Principal, stack_id: str, body: StackUpdate
+) -> StackPublic:
+    principal.require(Role.member, "editing stacks")
+    stack = _load(session, principal, stack_id)
+    labels = _labels_of(session, [stack.id])[stack.id]
+    before = _snapshot(stack, labels)
+    changes = body.model_dump(exclude_unset=True)
+    for key in NON_NULLABLE:
+        if key in changes and changes[key] is None:
+            raise FieldError(key, f"{key} cannot be null; leave it out to keep the current value")
+    if "name" in changes and _name_taken(session, principal.org_id, changes["name"], stack.id):
+        raise FieldError(
+            "name", f"a stack named {changes['name']!r} already exists in this organization"
+        )
+    new_labels = changes.pop("labels", None)
+    for key, value in changes.items():
+        setattr(stack, key, value)
+    if new_labels is not None and new_labels != labels:
+        session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))
+        for label in new_labels:
+            session.add(StackLabel(stack_id=stack.id, label=label))
+        labels = new_labels
+    after = _snapshot(stack, labels)
+    if after != before:
+        stack.updated_at = utcnow()
+        session.add(stack)
+        _flush(session, stack.name)
+        changed = {k for k in after if after[k] != before.get(k)}
+        audit.record(
+            session, principal, "stack.update", resource_type="stack", resource_id=stack.id,
+            before={k: before[k] for k in sorted(changed)}, after={k: after[k] for k in sorted(changed)},
+        )  # fmt: skip
+    return to_public(stack, labels)
+
+
+def delete_stack(session: Session, principal: Principal, stack_id: str) -> None:
+    principal.require(Role.admin, "deleting stacks")
+    stack = _load(session, principal, stack_id)
+    labels = _labels_of(session, [stack.id])[stack.id]
+    before = _snapshot(stack, labels)
+    session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))
+    session.delete(stack)
+    session.flush()
+    audit.record(session, principal, "stack.delete", resource_type="stack", resource_id=stack_id,
+                 before=before)  # fmt: skip
