@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,13 +19,28 @@ from backend.errors import FieldError, ServiceError, TooManyRequests
 from backend.ops.api import router as ops_router
 from backend.ops.middleware import Metrics, ObservabilityMiddleware
 from backend.stacks.api import router as stacks_router
+from backend.tasks import BACKGROUND_TASKS
 
 log = logging.getLogger("crucible.api")
 API_PREFIX = "/api/v1"
 
 
-def create_api(ctx: AppContext) -> FastAPI:
+def create_api(ctx: AppContext, run_background_tasks: bool = False) -> FastAPI:
+    """The API app. Under Reflex, background tasks are Reflex lifespan tasks instead, because
+    Reflex mounts this app inside its own and only runs the outer lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        tasks = [asyncio.create_task(t()) for t in BACKGROUND_TASKS] if run_background_tasks else []
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
         title="Crucible",
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",
@@ -42,9 +59,7 @@ def create_api(ctx: AppContext) -> FastAPI:
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
         if isinstance(exc, FieldError):
             return JSONResponse({"detail": exc.detail()}, status_code=422)
-        headers = (
-            {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
-        )
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
         if exc.status_code == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
@@ -74,8 +89,11 @@ def create_api(ctx: AppContext) -> FastAPI:
     @app.exception_handler(OperationalError)
     async def _db_down(_request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error: %s", exc.orig)
-        return JSONResponse({"detail": "the database is unavailable; try again shortly"},
-                            status_code=503, headers={"Retry-After": "5"})  # fmt: skip
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     app.add_middleware(
         ObservabilityMiddleware, metrics=app.state.metrics, max_body=ctx.settings.max_request_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -86,7 +86,13 @@ def api(
     from backend.api import create_api
 
     ctx = _prepare()
-    uvicorn.run(create_api(ctx), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_api(ctx, run_background_tasks=True),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
@@ -98,13 +104,26 @@ def up(
     from backend import frontend
 
     _prepare()
-    env = frontend.reflex_env()
-    frontend.ensure_built(env)
-    typer.echo(f"Crucible is starting on http://localhost:{port}")
-    cmd = [str(Path(sys.executable).with_name("reflex")), "run", "--env", "prod",
-           "--frontend-port", str(port), "--backend-port", str(port), "--backend-host", host]  # fmt: skip
+    try:
+        frontend.ensure_built(port)
+    except (frontend.FrontendError, OSError) as exc:
+        _fail(f"could not build the UI: {exc}")
+    except subprocess.CalledProcessError as exc:
+        _fail(f"could not build the UI: `{' '.join(map(str, exc.cmd))}` exited with {exc.returncode}")
+    frontend.reset_ui_state()
+    cmd, env = frontend.serve_command(port, host)
+    typer.echo(f"Crucible is running at http://localhost:{port}  (API: /api/v1, health: /health)", err=False)
     os.chdir(REPO_ROOT)
     os.execve(cmd[0], cmd, env)
+
+
+@app.command("build-ui")
+def build_ui(port: Annotated[int, typer.Option(help="Port the UI will be served on.")] = 3000) -> None:
+    """Build the UI now (done automatically by `up` when sources changed)."""
+    from backend import frontend
+
+    frontend.ensure_built(port)
+    typer.echo("UI is built")
 
 
 @admin_app.command("create-user")

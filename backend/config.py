@@ -30,18 +30,12 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRUCIBLE_", extra="ignore")
 
-    data_dir: Path = Field(
-        default=Path("data"), description="Where the embedded install keeps its files."
-    )
+    data_dir: Path = Field(default=Path("data"), description="Where the embedded install keeps its files.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default SQLite in the data dir."
     )
-    secret_key: str | None = Field(
-        default=None, description="Key for sessions and secret encryption."
-    )
-    base_url: str = Field(
-        default="http://localhost:3000", description="Public URL of this install."
-    )
+    secret_key: str | None = Field(default=None, description="Key for sessions and secret encryption.")
+    base_url: str = Field(default="http://localhost:3000", description="Public URL of this install.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     session_ttl_hours: int = Field(default=168, ge=1, le=24 * 365)
@@ -114,9 +108,7 @@ class Settings(BaseSettings):
         if key_file.exists():
             key = key_file.read_text().strip()
             if len(key) < MIN_SECRET_KEY_LENGTH:
-                raise ConfigError(
-                    f"{key_file} is corrupt (too short): restore it or set CRUCIBLE_SECRET_KEY"
-                )
+                raise ConfigError(f"{key_file} is corrupt (too short): restore it or set CRUCIBLE_SECRET_KEY")
             return key
         key = secrets.token_urlsafe(48)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -34,18 +34,14 @@ class AppContext:
 
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
     settings.effective_secret_key()  # generate/persist it on first start, fail early if corrupt
-    hasher = PasswordHasher(
-        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
-    )
+    hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
     limiter = LoginRateLimiter(
         settings.login_max_attempts_per_ip,
         settings.login_max_failures_per_account,
         settings.login_window_seconds,
     )
     auth = Auth(hasher, limiter, timedelta(hours=settings.session_ttl_hours))
-    return AppContext(
-        settings=settings, engine=engine or make_engine(settings.sqlalchemy_url), auth=auth
-    )
+    return AppContext(settings=settings, engine=engine or make_engine(settings.sqlalchemy_url), auth=auth)
 
 
 _ctx: AppContext | None = None

@@ -43,10 +43,9 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.create_index("ix_audit_org_actor_id", ["org_id", "actor", "id"], unique=False)
         batch_op.create_index("ix_audit_org_at", ["org_id", "at"], unique=False)
-        batch_op.create_index(
-            "ix_audit_org_category_id", ["org_id", "category", "id"], unique=False
-        )
+        batch_op.create_index("ix_audit_org_category_id", ["org_id", "category", "id"], unique=False)
         batch_op.create_index("ix_audit_org_id", ["org_id", "id"], unique=False)
+        batch_op.create_index("ix_audit_org_resource_id", ["org_id", "resource_id", "id"], unique=False)
 
     op.create_table(
         "organization",
@@ -142,9 +141,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("user_session", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_user_session_expires_at"), ["expires_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_user_session_expires_at"), ["expires_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_user_session_user_id"), ["user_id"], unique=False)
 
     op.create_table(
@@ -223,6 +220,7 @@ def downgrade() -> None:
     op.drop_table("organization")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_org_id")
+        batch_op.drop_index("ix_audit_org_resource_id")
         batch_op.drop_index("ix_audit_org_category_id")
         batch_op.drop_index("ix_audit_org_at")
         batch_op.drop_index("ix_audit_org_actor_id")

@@ -53,9 +53,7 @@ def _filter(actor, category, since, until) -> service.AuditFilter:
     )
 
 
-Actor = Annotated[
-    str | None, Query(max_length=254, description="Exact actor (email or token:<name>)")
-]
+Actor = Annotated[str | None, Query(max_length=254, description="Exact actor (email or token:<name>)")]
 Category = Annotated[
     str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="e.g. stack, auth, token")
 ]
@@ -78,9 +76,13 @@ def list_audit(
     """Newest first. For deep pages pass `before_id` = the previous page's `next_before_id`."""
     with ctx.session() as s:
         rows, count = service.list_events(
-            s, principal, _filter(actor, category, since, until), limit=limit, offset=offset,
+            s,
+            principal,
+            _filter(actor, category, since, until),
+            limit=limit,
+            offset=offset,
             before_id=before_id,
-        )  # fmt: skip
+        )
     data = [service.to_public(r) for r in rows]
     return {
         "data": data,

@@ -18,6 +18,7 @@ class AuditEvent(SQLModel, table=True):
         Index("ix_audit_org_category_id", "org_id", "category", "id"),
         Index("ix_audit_org_actor_id", "org_id", "actor", "id"),
         Index("ix_audit_org_at", "org_id", "at"),
+        Index("ix_audit_org_resource_id", "org_id", "resource_id", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

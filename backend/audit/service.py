@@ -25,9 +25,21 @@ GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x43525543  # "CRUC"
 
 EXPORT_COLUMNS = [
-    "id", "at", "actor", "actor_type", "action", "category", "resource_type", "resource_id",
-    "ip", "user_agent", "before", "after", "prev_hash", "hash",
-]  # fmt: skip
+    "id",
+    "at",
+    "actor",
+    "actor_type",
+    "action",
+    "category",
+    "resource_type",
+    "resource_id",
+    "ip",
+    "user_agent",
+    "before",
+    "after",
+    "prev_hash",
+    "hash",
+]
 
 
 def _canonical(event: AuditEvent) -> bytes:
@@ -73,9 +85,7 @@ def record(
     org_id: str | None = None,
 ) -> AuditEvent:
     _lock_chain(session)
-    last = session.exec(
-        select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)
-    ).first()
+    last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
     event = AuditEvent(
         org_id=org_id if org_id is not None else actor.org_id,
         at=utcnow(),
@@ -130,9 +140,12 @@ def verify_chain(engine: Engine, batch: int = 2000) -> VerifyResult:
             assert ev.id is not None
             if ev.prev_hash != prev:
                 return VerifyResult(
-                    False, checked, prev, ev.id,
+                    False,
+                    checked,
+                    prev,
+                    ev.id,
                     "previous-hash link broken: an entry before it was removed, inserted or altered",
-                )  # fmt: skip
+                )
             if compute_hash(ev) != ev.hash:
                 return VerifyResult(False, checked, prev, ev.id, "content does not match its hash")
             prev = ev.hash
@@ -184,11 +197,22 @@ def list_events(
     return list(session.exec(stmt).all()), int(count)
 
 
-def list_actors(session: Session, principal: Principal) -> list[str]:
+def list_for_resource(
+    session: Session, principal: Principal, resource_id: str, limit: int = 10
+) -> list[AuditEvent]:
     principal.require(Role.viewer, "reading the audit log")
     stmt = (
-        select(AuditEvent.actor).where(AuditEvent.org_id == principal.org_id).distinct().limit(500)
+        select(AuditEvent)
+        .where(AuditEvent.org_id == principal.org_id, AuditEvent.resource_id == resource_id)
+        .order_by(col(AuditEvent.id).desc())
+        .limit(limit)
     )
+    return list(session.exec(stmt).all())
+
+
+def list_actors(session: Session, principal: Principal) -> list[str]:
+    principal.require(Role.viewer, "reading the audit log")
+    stmt = select(AuditEvent.actor).where(AuditEvent.org_id == principal.org_id).distinct().limit(500)
     return sorted(session.exec(stmt).all())
 
 
@@ -241,10 +265,11 @@ def iter_export(
                 buf.write(("" if first else ",") + "\n" + json.dumps(doc, ensure_ascii=False))
             else:
                 writer.writerow(
-                    json.dumps(doc[c], sort_keys=True) if c in ("before", "after") and doc[c] is not None
+                    json.dumps(doc[c], sort_keys=True)
+                    if c in ("before", "after") and doc[c] is not None
                     else ("" if doc[c] is None else doc[c])
                     for c in EXPORT_COLUMNS
-                )  # fmt: skip
+                )
             first = False
         yield buf.getvalue()
     if fmt == "json":

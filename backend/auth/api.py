@@ -17,9 +17,7 @@ from backend.timeutil import iso
 
 router = APIRouter(tags=["auth"])
 
-ID_PATH = Path(
-    pattern=r"^[a-z]{3}-[0-9a-f]{16}$", description="Resource id, e.g. tok-0123456789abcdef"
-)
+ID_PATH = Path(pattern=r"^[a-z]{3}-[0-9a-f]{16}$", description="Resource id, e.g. tok-0123456789abcdef")
 
 
 class LoginBody(BaseModel):
@@ -88,11 +86,17 @@ def _safe_next(target: str | None) -> str:
 
 def _login_openapi() -> dict:
     schema = LoginBody.model_json_schema()
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema},
-        "application/x-www-form-urlencoded": {"schema": {**schema, "properties": {
-            **schema["properties"], "next": {"type": "string"}}}},
-    }}}  # fmt: skip
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "application/x-www-form-urlencoded": {
+                    "schema": {**schema, "properties": {**schema["properties"], "next": {"type": "string"}}}
+                },
+            },
+        }
+    }
 
 
 @router.post(
@@ -116,14 +120,9 @@ async def login(request: Request, ctx: CtxDep):
         try:
             body = LoginBody.model_validate(json.loads(raw or b"null"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return JSONResponse(
-                {"detail": 'body must be JSON: {"email": ..., "password": ...}'}, 422
-            )
+            return JSONResponse({"detail": 'body must be JSON: {"email": ..., "password": ...}'}, 422)
         except ValidationError as exc:
-            errors = [
-                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors()
-            ]
+            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
             return JSONResponse({"detail": errors}, 422)
         email, password = body.email, body.password
 
@@ -131,9 +130,7 @@ async def login(request: Request, ctx: CtxDep):
 
     def _do():
         with ctx.session() as s:
-            return ctx.auth.login(
-                s, email, password, client_ip(request), request.headers.get("user-agent")
-            )
+            return ctx.auth.login(s, email, password, client_ip(request), request.headers.get("user-agent"))
 
     try:
         token, principal = await run_in_threadpool(_do)
@@ -158,38 +155,52 @@ async def login(request: Request, ctx: CtxDep):
             ).model_dump()
         )
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=ctx.settings.session_ttl_hours * 3600, httponly=True,
-        samesite="strict", secure=ctx.settings.secure_cookies, path="/",
-    )  # fmt: skip
+        SESSION_COOKIE,
+        token,
+        max_age=ctx.settings.session_ttl_hours * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.secure_cookies,
+        path="/",
+    )
     return response
 
 
-@router.post(
-    "/auth/logout", status_code=204, responses={303: {"description": "Form logout: redirect"}}
-)
+@router.post("/auth/logout", status_code=204, responses={303: {"description": "Form logout: redirect"}})
 def logout(request: Request, ctx: CtxDep):
     """End the current browser session (the cookie is cleared either way)."""
     with ctx.session() as s:
-        ctx.auth.logout(s, request.cookies.get(SESSION_COOKIE), client_ip(request),
-                        request.headers.get("user-agent"))  # fmt: skip
-    is_form = request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    )
+        ctx.auth.logout(
+            s, request.cookies.get(SESSION_COOKIE), client_ip(request), request.headers.get("user-agent")
+        )
+    is_form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
     response: Response = RedirectResponse("/login", 303) if is_form else Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=ctx.settings.secure_cookies)  # fmt: skip
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=ctx.settings.secure_cookies
+    )
     return response
 
 
 @router.get("/auth/me", response_model=Identity)
 def me(principal: PrincipalDep) -> Identity:
-    return Identity(id=principal.id, kind=principal.kind, label=principal.label,
-                    org_id=principal.org_id, role=principal.role)  # fmt: skip
+    return Identity(
+        id=principal.id,
+        kind=principal.kind,
+        label=principal.label,
+        org_id=principal.org_id,
+        role=principal.role,
+    )
 
 
 def _token_public(tok) -> dict:
-    return {"id": tok.id, "name": tok.name, "role": tok.role, "created_at": iso(tok.created_at) or "",
-            "last_used_at": iso(tok.last_used_at), "revoked_at": iso(tok.revoked_at)}  # fmt: skip
+    return {
+        "id": tok.id,
+        "name": tok.name,
+        "role": tok.role,
+        "created_at": iso(tok.created_at) or "",
+        "last_used_at": iso(tok.last_used_at),
+        "revoked_at": iso(tok.revoked_at),
+    }
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated)
@@ -208,9 +219,7 @@ def list_tokens(principal: PrincipalDep, ctx: CtxDep) -> dict:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(
-    token_id: Annotated[str, ID_PATH], principal: PrincipalDep, ctx: CtxDep
-) -> Response:
+def revoke_token(token_id: Annotated[str, ID_PATH], principal: PrincipalDep, ctx: CtxDep) -> Response:
     with ctx.session() as s:
         ctx.auth.revoke_token(s, principal, token_id)
     return Response(status_code=204)
@@ -228,5 +237,10 @@ def create_user(body: UserCreate, principal: PrincipalDep, ctx: CtxDep) -> dict:
     """Create a user in your organization (admins)."""
     with ctx.session() as s:
         user = ctx.auth.create_user(s, principal, body.email, body.password, body.role)
-        return {"id": user.id, "email": user.email, "role": body.role, "disabled": user.disabled,
-                "created_at": iso(user.created_at) or ""}  # fmt: skip
+        return {
+            "id": user.id,
+            "email": user.email,
+            "role": body.role,
+            "disabled": user.disabled,
+            "created_at": iso(user.created_at) or "",
+        }

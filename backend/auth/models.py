@@ -47,12 +47,8 @@ class Membership(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("user_id", "org_id", name="uq_membership_user_org"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    user_id: str = Field(
-        foreign_key="user_account.id", index=True, max_length=40, ondelete="CASCADE"
-    )
-    org_id: str = Field(
-        foreign_key="organization.id", index=True, max_length=40, ondelete="CASCADE"
-    )
+    user_id: str = Field(foreign_key="user_account.id", index=True, max_length=40, ondelete="CASCADE")
+    org_id: str = Field(foreign_key="organization.id", index=True, max_length=40, ondelete="CASCADE")
     role: str = Field(max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -63,9 +59,7 @@ class UserSession(SQLModel, table=True):
     __tablename__ = "user_session"
 
     id: str = Field(primary_key=True, max_length=64)  # sha256 hex of the cookie value
-    user_id: str = Field(
-        foreign_key="user_account.id", index=True, max_length=40, ondelete="CASCADE"
-    )
+    user_id: str = Field(foreign_key="user_account.id", index=True, max_length=40, ondelete="CASCADE")
     org_id: str = Field(foreign_key="organization.id", max_length=40, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime = Field(index=True)
@@ -80,9 +74,7 @@ class ApiToken(SQLModel, table=True):
     __tablename__ = "api_token"
 
     id: str = Field(primary_key=True, max_length=40)
-    org_id: str = Field(
-        foreign_key="organization.id", index=True, max_length=40, ondelete="CASCADE"
-    )
+    org_id: str = Field(foreign_key="organization.id", index=True, max_length=40, ondelete="CASCADE")
     name: str = Field(max_length=100)
     role: str = Field(max_length=16)
     prefix: str = Field(max_length=16, unique=True, index=True)

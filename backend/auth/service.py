@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
@@ -60,18 +61,14 @@ class Auth:
     # ------------------------------------------------------------ users & orgs
 
     def ensure_default_org(self, session: Session) -> Organization:
-        org = session.exec(
-            select(Organization).order_by(col(Organization.created_at)).limit(1)
-        ).first()
+        org = session.exec(select(Organization).order_by(col(Organization.created_at)).limit(1)).first()
         if org is None:
             org = Organization(id=new_id("org"), name=DEFAULT_ORG_NAME)
             session.add(org)
             session.flush()
         return org
 
-    def create_user(
-        self, session: Session, actor: Principal, email: str, password: str, role: Role
-    ) -> User:
+    def create_user(self, session: Session, actor: Principal, email: str, password: str, role: Role) -> User:
         """Create a user in the actor's org (admins only)."""
         actor.require(Role.admin, "creating users")
         email = validate_email(email)
@@ -90,9 +87,13 @@ class Auth:
         except IntegrityError:
             raise Conflict(f"a user with email {email} already exists") from None
         audit.record(
-            session, actor, "user.create", resource_type="user", resource_id=user.id,
+            session,
+            actor,
+            "user.create",
+            resource_type="user",
+            resource_id=user.id,
             after={"email": email, "role": role.value},
-        )  # fmt: skip
+        )
         return user
 
     def count_users(self, session: Session) -> int:
@@ -107,10 +108,15 @@ class Auth:
             .order_by(col(User.email))
         ).all()
         return [
-            {"id": u.id, "email": u.email, "role": m.role, "disabled": u.disabled,
-             "created_at": iso(u.created_at)}
+            {
+                "id": u.id,
+                "email": u.email,
+                "role": m.role,
+                "disabled": u.disabled,
+                "created_at": iso(u.created_at),
+            }
             for u, m in rows
-        ]  # fmt: skip
+        ]
 
     # ------------------------------------------------------------ sessions
 
@@ -132,8 +138,13 @@ class Auth:
             self.limiter.record_failure(email)
             if membership is not None:
                 p = Principal("user", user.id, user.email, membership.org_id, Role(membership.role))
-                audit.record(session, p.with_origin(ip, user_agent), "auth.login_failed",
-                             resource_type="user", resource_id=user.id)  # fmt: skip
+                audit.record(
+                    session,
+                    p.with_origin(ip, user_agent),
+                    "auth.login_failed",
+                    resource_type="user",
+                    resource_id=user.id,
+                )
                 session.commit()
             raise NotAuthenticated("invalid email or password")
         self.limiter.record_success(email)
@@ -144,15 +155,25 @@ class Auth:
         now = utcnow()
         session.add(
             UserSession(
-                id=sha256_hex(token), user_id=user.id, org_id=membership.org_id, created_at=now,
-                expires_at=now + self.session_ttl, last_seen_at=now, ip=ip,
+                id=sha256_hex(token),
+                user_id=user.id,
+                org_id=membership.org_id,
+                created_at=now,
+                expires_at=now + self.session_ttl,
+                last_seen_at=now,
+                ip=ip,
                 user_agent=(user_agent or "")[:255] or None,
             )
-        )  # fmt: skip
+        )
         principal = Principal(
-            "user", user.id, user.email, membership.org_id, Role(membership.role), ip,
+            "user",
+            user.id,
+            user.email,
+            membership.org_id,
+            Role(membership.role),
+            ip,
             (user_agent or "")[:255] or None,
-        )  # fmt: skip
+        )
         audit.record(session, principal, "auth.login", resource_type="user", resource_id=user.id)
         return token, principal
 
@@ -185,13 +206,9 @@ class Auth:
         if now - us.last_seen_at > timedelta(minutes=5):
             us.last_seen_at = now
             session.add(us)
-        return Principal(
-            "user", user.id, user.email, us.org_id, Role(membership.role), ip, user_agent
-        )
+        return Principal("user", user.id, user.email, us.org_id, Role(membership.role), ip, user_agent)
 
-    def logout(
-        self, session: Session, token: str | None, ip: str | None, user_agent: str | None
-    ) -> None:
+    def logout(self, session: Session, token: str | None, ip: str | None, user_agent: str | None) -> None:
         if not token:
             return
         try:
@@ -201,15 +218,15 @@ class Auth:
         us = session.get(UserSession, sha256_hex(token))
         if us is not None:
             session.delete(us)
-        audit.record(
-            session, principal, "auth.logout", resource_type="user", resource_id=principal.id
-        )
+        audit.record(session, principal, "auth.logout", resource_type="user", resource_id=principal.id)
+
+    def purge_expired_sessions(self, session: Session) -> int:
+        result = session.execute(delete(UserSession).where(col(UserSession.expires_at) <= utcnow()))
+        return int(result.rowcount or 0)
 
     # ------------------------------------------------------------ API tokens
 
-    def create_token(
-        self, session: Session, actor: Principal, name: str, role: Role
-    ) -> tuple[ApiToken, str]:
+    def create_token(self, session: Session, actor: Principal, name: str, role: Role) -> tuple[ApiToken, str]:
         actor.require(Role.admin, "creating API tokens")
         name = validate_token_name(name)
         if not actor.role.at_least(role):
@@ -218,18 +235,27 @@ class Auth:
         secret = secrets.token_urlsafe(32)
         plaintext = f"{TOKEN_PREFIX}{prefix}{secret}"
         tok = ApiToken(
-            id=new_id("tok"), org_id=actor.org_id, name=name, role=role.value, prefix=prefix,
-            secret_hash=self.hasher.hash(plaintext), created_by=actor.id,
-        )  # fmt: skip
+            id=new_id("tok"),
+            org_id=actor.org_id,
+            name=name,
+            role=role.value,
+            prefix=prefix,
+            secret_hash=self.hasher.hash(plaintext),
+            created_by=actor.id,
+        )
         session.add(tok)
         session.flush()
-        audit.record(session, actor, "token.create", resource_type="token", resource_id=tok.id,
-                     after={"name": name, "role": role.value})  # fmt: skip
+        audit.record(
+            session,
+            actor,
+            "token.create",
+            resource_type="token",
+            resource_id=tok.id,
+            after={"name": name, "role": role.value},
+        )
         return tok, plaintext
 
-    def create_token_as_system(
-        self, session: Session, name: str, role: Role
-    ) -> tuple[ApiToken, str]:
+    def create_token_as_system(self, session: Session, name: str, role: Role) -> tuple[ApiToken, str]:
         org = self.ensure_default_org(session)
         return self.create_token(session, system_principal(org.id), name, role)
 
@@ -251,8 +277,14 @@ class Auth:
         if tok.revoked_at is None:
             tok.revoked_at = utcnow()
             session.add(tok)
-            audit.record(session, actor, "token.revoke", resource_type="token", resource_id=tok.id,
-                         before={"name": tok.name, "role": tok.role})  # fmt: skip
+            audit.record(
+                session,
+                actor,
+                "token.revoke",
+                resource_type="token",
+                resource_id=tok.id,
+                before={"name": tok.name, "role": tok.role},
+            )
         return tok
 
     def token_principal(
@@ -283,9 +315,7 @@ class Auth:
         if tok.last_used_at is None or now - tok.last_used_at > timedelta(minutes=5):
             tok.last_used_at = now
             session.add(tok)
-        return Principal(
-            "token", tok.id, f"token:{tok.name}", tok.org_id, Role(tok.role), ip, user_agent
-        )
+        return Principal("token", tok.id, f"token:{tok.name}", tok.org_id, Role(tok.role), ip, user_agent)
 
 
 @dataclass
@@ -295,9 +325,7 @@ class BootstrapResult:
     password: str | None = None
 
 
-def bootstrap_admin(
-    auth: Auth, session: Session, email: str = "admin@crucible.local"
-) -> BootstrapResult:
+def bootstrap_admin(auth: Auth, session: Session, email: str = "admin@crucible.local") -> BootstrapResult:
     """On first start (no users at all) create the default org and an admin with a random password."""
     if auth.count_users(session) > 0:
         return BootstrapResult(created=False)

@@ -16,14 +16,18 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "crucible_http_requests_total", "HTTP requests by route and status",
-            ["method", "route", "status"], registry=self.registry,
-        )  # fmt: skip
+            "crucible_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "crucible_http_request_duration_seconds", "HTTP request latency by route",
-            ["method", "route"], registry=self.registry,
+            "crucible_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )  # fmt: skip
+        )
 
 
 def _route_template(scope) -> str:
@@ -67,10 +71,15 @@ class ObservabilityMiddleware:
                 except ValueError:
                     length = -1
         if length is not None and (length < 0 or length > self.max_body):
-            await _send_json(send, 413 if length > 0 else 400, {
-                "detail": f"request body too large: the limit is {self.max_body} bytes"
-                if length > 0 else "invalid Content-Length header"
-            })  # fmt: skip
+            await _send_json(
+                send,
+                413 if length > 0 else 400,
+                {
+                    "detail": f"request body too large: the limit is {self.max_body} bytes"
+                    if length > 0
+                    else "invalid Content-Length header"
+                },
+            )
             status_holder["status"] = 413 if length > 0 else 400
             self._observe(scope, status_holder["status"], start, request_id)
             return
@@ -119,12 +128,18 @@ class ObservabilityMiddleware:
         if route != "/<ui>" or status >= 400:
             log.info(
                 "request",
-                extra={"fields": {
-                    "request_id": request_id, "method": method, "path": scope.get("path"),
-                    "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                }},
-            )  # fmt: skip
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": method,
+                        "path": scope.get("path"),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    }
+                },
+            )
 
 
 class _BodyTooLarge(Exception):
@@ -133,8 +148,14 @@ class _BodyTooLarge(Exception):
 
 async def _send_json(send, status: int, body: dict) -> None:
     payload = json.dumps(body).encode()
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-    })  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

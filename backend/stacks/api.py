@@ -49,9 +49,7 @@ def get_stack(stack_id: StackId, principal: PrincipalDep, ctx: CtxDep) -> StackP
 
 
 @router.patch("/stacks/{stack_id}", response_model=StackPublic)
-def update_stack(
-    stack_id: StackId, body: StackUpdate, principal: PrincipalDep, ctx: CtxDep
-) -> StackPublic:
+def update_stack(stack_id: StackId, body: StackUpdate, principal: PrincipalDep, ctx: CtxDep) -> StackPublic:
     with ctx.session() as s:
         return service.update_stack(s, principal, stack_id, body)
 

@@ -51,7 +51,5 @@ class StackLabel(SQLModel, table=True):
     __tablename__ = "stack_label"
     __table_args__ = (Index("ix_stack_label_label_stack", "label", "stack_id"),)
 
-    stack_id: str = Field(
-        foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE"
-    )
+    stack_id: str = Field(foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE")
     label: str = Field(primary_key=True, max_length=64)

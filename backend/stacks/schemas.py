@@ -51,15 +51,11 @@ def _repository_url(value: str) -> str:
         return value
     if lowered.startswith("file://"):
         if not value[len("file://") :].startswith("/"):
-            raise ValueError(
-                "file:// repository URLs need an absolute path, e.g. file:///srv/git/infra"
-            )
+            raise ValueError("file:// repository URLs need an absolute path, e.g. file:///srv/git/infra")
         return value
     if SCP_LIKE_RE.match(value):
         return value
-    raise ValueError(
-        "repository URL must be https://, ssh://, git@host:path or file:///absolute/path"
-    )
+    raise ValueError("repository URL must be https://, ssh://, git@host:path or file:///absolute/path")
 
 
 def _branch(value: str) -> str:
@@ -119,7 +115,8 @@ def _labels(value: list[str]) -> list[str]:
             continue
         if not LABEL_RE.match(label):
             raise ValueError(
-                f"label {label[:64]!r} may contain letters, digits and . _ : / = -, starting with a letter or digit"
+                f"label {label[:64]!r} may contain letters, digits and . _ : / = -, "
+                "starting with a letter or digit"
             )
         if label not in out:
             out.append(label)
@@ -133,9 +130,7 @@ Branch = Annotated[str, Field(max_length=255), AfterValidator(_branch)]
 ProjectRoot = Annotated[str, Field(max_length=1024), AfterValidator(_project_root)]
 ToolVersion = Annotated[str | None, Field(max_length=64), AfterValidator(_tool_version)]
 RunnerImage = Annotated[str | None, Field(max_length=512), AfterValidator(_runner_image)]
-Labels = Annotated[
-    list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_labels)
-]
+Labels = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_labels)]
 
 
 class StackCreate(BaseModel):
@@ -172,8 +167,17 @@ class StackUpdate(BaseModel):
     labels: Labels | None = None
 
 
-NON_NULLABLE = ("name", "description", "repository_url", "branch", "project_root", "tool",
-                "runner", "auto_apply", "labels")  # fmt: skip
+NON_NULLABLE = (
+    "name",
+    "description",
+    "repository_url",
+    "branch",
+    "project_root",
+    "tool",
+    "runner",
+    "auto_apply",
+    "labels",
+)
 
 
 class StackPublic(BaseModel):

@@ -34,9 +34,7 @@ def _labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
     if not stack_ids:
         return out
     rows = session.exec(
-        select(StackLabel)
-        .where(col(StackLabel.stack_id).in_(stack_ids))
-        .order_by(col(StackLabel.label))
+        select(StackLabel).where(col(StackLabel.stack_id).in_(stack_ids)).order_by(col(StackLabel.label))
     ).all()
     for row in rows:
         out[row.stack_id].append(row.label)
@@ -45,13 +43,22 @@ def _labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
 
 def to_public(stack: Stack, labels: list[str]) -> StackPublic:
     return StackPublic(
-        id=stack.id, name=stack.name, description=stack.description,
-        repository_url=stack.repository_url, branch=stack.branch, project_root=stack.project_root,
-        tool=stack.tool, tool_version=stack.tool_version, runner=stack.runner,  # type: ignore[arg-type]
-        runner_image=stack.runner_image, auto_apply=stack.auto_apply, labels=labels,
-        created_by=stack.created_by, created_at=iso(stack.created_at) or "",
+        id=stack.id,
+        name=stack.name,
+        description=stack.description,
+        repository_url=stack.repository_url,
+        branch=stack.branch,
+        project_root=stack.project_root,
+        tool=stack.tool,
+        tool_version=stack.tool_version,
+        runner=stack.runner,  # type: ignore[arg-type]
+        runner_image=stack.runner_image,
+        auto_apply=stack.auto_apply,
+        labels=labels,
+        created_by=stack.created_by,
+        created_at=iso(stack.created_at) or "",
         updated_at=iso(stack.updated_at) or "",
-    )  # fmt: skip
+    )
 
 
 def _snapshot(stack: Stack, labels: list[str]) -> dict[str, Any]:
@@ -83,9 +90,7 @@ def _flush(session: Session, name: str) -> None:
         raise Conflict(f"a stack named {name!r} already exists in this organization") from None
 
 
-def list_stacks(
-    session: Session, principal: Principal, query: StackQuery
-) -> tuple[list[StackPublic], int]:
+def list_stacks(session: Session, principal: Principal, query: StackQuery) -> tuple[list[StackPublic], int]:
     principal.require(Role.viewer, "listing stacks")
     stmt = select(Stack).where(Stack.org_id == principal.org_id)
     if query.q:
@@ -129,6 +134,14 @@ def count_stacks(session: Session, principal: Principal) -> int:
     return int(session.exec(select(func.count()).where(Stack.org_id == principal.org_id)).one())
 
 
+def count_by_tool(session: Session, principal: Principal) -> dict[str, int]:
+    principal.require(Role.viewer, "listing stacks")
+    rows = session.exec(
+        select(Stack.tool, func.count()).where(Stack.org_id == principal.org_id).group_by(col(Stack.tool))
+    ).all()
+    return {tool: int(n) for tool, n in rows}
+
+
 def get_stack(session: Session, principal: Principal, stack_id: str) -> StackPublic:
     principal.require(Role.viewer, "viewing stacks")
     stack = _load(session, principal, stack_id)
@@ -141,21 +154,31 @@ def create_stack(session: Session, principal: Principal, body: StackCreate) -> S
         raise FieldError("name", f"a stack named {body.name!r} already exists in this organization")
     now = utcnow()
     data = body.model_dump(exclude={"labels"})
-    stack = Stack(id=new_id("stk"), org_id=principal.org_id, created_by=principal.label,
-                  created_at=now, updated_at=now, **data)  # fmt: skip
+    stack = Stack(
+        id=new_id("stk"),
+        org_id=principal.org_id,
+        created_by=principal.label,
+        created_at=now,
+        updated_at=now,
+        **data,
+    )
     session.add(stack)
     _flush(session, body.name)
     for label in body.labels:
         session.add(StackLabel(stack_id=stack.id, label=label))
     session.flush()
-    audit.record(session, principal, "stack.create", resource_type="stack", resource_id=stack.id,
-                 after=_snapshot(stack, body.labels))  # fmt: skip
+    audit.record(
+        session,
+        principal,
+        "stack.create",
+        resource_type="stack",
+        resource_id=stack.id,
+        after=_snapshot(stack, body.labels),
+    )
     return to_public(stack, body.labels)
 
 
-def update_stack(
-    session: Session, principal: Principal, stack_id: str, body: StackUpdate
-) -> StackPublic:
+def update_stack(session: Session, principal: Principal, stack_id: str, body: StackUpdate) -> StackPublic:
     principal.require(Role.member, "editing stacks")
     stack = _load(session, principal, stack_id)
     labels = _labels_of(session, [stack.id])[stack.id]
@@ -165,9 +188,7 @@ def update_stack(
         if key in changes and changes[key] is None:
             raise FieldError(key, f"{key} cannot be null; leave it out to keep the current value")
     if "name" in changes and _name_taken(session, principal.org_id, changes["name"], stack.id):
-        raise FieldError(
-            "name", f"a stack named {changes['name']!r} already exists in this organization"
-        )
+        raise FieldError("name", f"a stack named {changes['name']!r} already exists in this organization")
     new_labels = changes.pop("labels", None)
     for key, value in changes.items():
         setattr(stack, key, value)
@@ -183,9 +204,14 @@ def update_stack(
         _flush(session, stack.name)
         changed = {k for k in after if after[k] != before.get(k)}
         audit.record(
-            session, principal, "stack.update", resource_type="stack", resource_id=stack.id,
-            before={k: before[k] for k in sorted(changed)}, after={k: after[k] for k in sorted(changed)},
-        )  # fmt: skip
+            session,
+            principal,
+            "stack.update",
+            resource_type="stack",
+            resource_id=stack.id,
+            before={k: before[k] for k in sorted(changed)},
+            after={k: after[k] for k in sorted(changed)},
+        )
     return to_public(stack, labels)
 
 
@@ -197,5 +223,6 @@ def delete_stack(session: Session, principal: Principal, stack_id: str) -> None:
     session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))
     session.delete(stack)
     session.flush()
-    audit.record(session, principal, "stack.delete", resource_type="stack", resource_id=stack_id,
-                 before=before)  # fmt: skip
+    audit.record(
+        session, principal, "stack.delete", resource_type="stack", resource_id=stack_id, before=before
+    )

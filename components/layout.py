@@ -1,0 +1,201 @@
+"""Page chrome: grouped sidebar, header with breadcrumb and primary action, theme toggle."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from state.base import AuthState
+
+NAV = [
+    (
+        "Core",
+        [("Dashboard", "/", "layout-dashboard", "dashboard"), ("Stacks", "/stacks", "layers", "stacks")],
+    ),
+    ("Ops", [("Audit", "/audit", "scroll-text", "audit")]),
+]
+
+
+def testid(name: str) -> dict:
+    return {"data-testid": name}
+
+
+def _nav_link(label: str, href: str, icon: str, key: str, current: str) -> rx.Component:
+    active = current == key
+    return rx.link(
+        rx.hstack(rx.icon(icon, size=16), rx.text(label, size="2"), align="center", spacing="2"),
+        href=href,
+        underline="none",
+        color=rx.cond(active, rx.color("teal", 11), rx.color("gray", 11)),
+        background=rx.cond(active, rx.color("teal", 3), "transparent"),
+        padding_x="0.75rem",
+        padding_y="0.4rem",
+        border_radius="6px",
+        width="100%",
+        _hover={"background": rx.color("gray", 3)},
+        custom_attrs=testid(f"nav-{key}"),
+    )
+
+
+def sidebar(current: str) -> rx.Component:
+    groups = []
+    for group, links in NAV:
+        groups.append(
+            rx.vstack(
+                rx.text(
+                    group.upper(), size="1", color=rx.color("gray", 9), weight="bold", padding_x="0.75rem"
+                ),
+                *[_nav_link(*link, current=current) for link in links],
+                spacing="1",
+                width="100%",
+            )
+        )
+    return rx.vstack(
+        rx.hstack(
+            rx.image(src="/logo.svg", width="28px", height="28px", alt="Crucible"),
+            rx.heading("Crucible", size="4"),
+            align="center",
+            padding_x="0.75rem",
+            padding_y="0.5rem",
+        ),
+        *groups,
+        rx.spacer(),
+        _nav_link("Settings", "/settings", "settings", "settings", current),
+        rx.separator(),
+        rx.hstack(
+            rx.vstack(
+                rx.text(AuthState.user_label, size="1", weight="medium", custom_attrs=testid("user-email")),
+                rx.badge(AuthState.user_role, variant="soft", size="1", custom_attrs=testid("user-role")),
+                spacing="1",
+                align="start",
+                min_width="0",
+            ),
+            rx.spacer(),
+            rx.color_mode.button(size="1", variant="ghost", custom_attrs=testid("theme-toggle")),
+            rx.el.form(
+                rx.tooltip(
+                    rx.icon_button(
+                        rx.icon("log-out", size=14),
+                        size="1",
+                        variant="ghost",
+                        type="submit",
+                        custom_attrs=testid("logout-button"),
+                    ),
+                    content="Log out",
+                ),
+                action="/api/v1/auth/logout",
+                method="post",
+                on_submit=None,  # a real POST: the server clears the httpOnly cookie
+            ),
+            width="100%",
+            align="center",
+            padding_x="0.5rem",
+        ),
+        spacing="4",
+        height="100vh",
+        width="220px",
+        min_width="220px",
+        padding="0.75rem",
+        border_right=f"1px solid {rx.color('gray', 5)}",
+        background=rx.color("gray", 2),
+        position="sticky",
+        top="0",
+        custom_attrs=testid("sidebar"),
+    )
+
+
+def page(
+    current: str,
+    title: rx.Component | str,
+    *children: rx.Component,
+    breadcrumb: list[tuple[str, str]] | None = None,
+    actions: rx.Component | None = None,
+) -> rx.Component:
+    crumbs = []
+    for label, href in breadcrumb or []:
+        crumbs += [
+            rx.link(label, href=href, size="2", color=rx.color("gray", 11)),
+            rx.text("/", size="2", color=rx.color("gray", 8)),
+        ]
+    header = rx.vstack(
+        rx.hstack(*crumbs, spacing="2") if crumbs else rx.fragment(),
+        rx.hstack(
+            rx.heading(title, size="6", custom_attrs=testid("page-title")),
+            rx.spacer(),
+            actions or rx.fragment(),
+            width="100%",
+            align="center",
+        ),
+        spacing="1",
+        width="100%",
+    )
+    return rx.hstack(
+        sidebar(current),
+        rx.box(
+            rx.vstack(header, *children, spacing="5", width="100%", max_width="1200px"),
+            padding="1.5rem 2rem",
+            width="100%",
+            min_width="0",
+        ),
+        spacing="0",
+        align="start",
+        width="100%",
+        min_height="100vh",
+    )
+
+
+def empty_state(
+    icon: str, title: str, hint: str, action: rx.Component | None = None, tid: str = ""
+) -> rx.Component:
+    return rx.center(
+        rx.vstack(
+            rx.icon(icon, size=32, color=rx.color("gray", 9)),
+            rx.text(title, weight="bold"),
+            rx.text(hint, size="2", color=rx.color("gray", 10)),
+            action or rx.fragment(),
+            align="center",
+            spacing="2",
+        ),
+        padding="3rem",
+        width="100%",
+        border=f"1px dashed {rx.color('gray', 6)}",
+        border_radius="8px",
+        custom_attrs=testid(tid) if tid else {},
+    )
+
+
+def table_skeleton(rows: int = 5, cols: int = 4) -> rx.Component:
+    return rx.vstack(
+        *[
+            rx.hstack(
+                *[rx.skeleton(rx.box(height="18px", width="100%")) for _ in range(cols)],
+                width="100%",
+                spacing="4",
+            )
+            for _ in range(rows)
+        ],
+        width="100%",
+        spacing="3",
+        custom_attrs=testid("loading-skeleton"),
+    )
+
+
+TOOL_COLORS = {
+    "opentofu": "amber",
+    "terraform": "violet",
+    "terragrunt": "cyan",
+    "ansible": "red",
+    "pulumi": "purple",
+}
+
+
+def tool_badge(tool) -> rx.Component:
+    return rx.badge(
+        tool,
+        color_scheme=rx.match(tool, *[(k, v) for k, v in TOOL_COLORS.items()], "gray"),
+        variant="soft",
+        font_family="monospace",
+    )
+
+
+def rel_time(rel, exact) -> rx.Component:
+    return rx.tooltip(rx.text(rel, size="2", color=rx.color("gray", 11)), content=exact)

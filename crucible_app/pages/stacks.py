@@ -1,0 +1,546 @@
+"""Stacks: list with search/filters, detail, create and edit."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from components.layout import empty_state, page, rel_time, table_skeleton, testid, tool_badge
+from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
+
+
+def _label_chips(labels) -> rx.Component:
+    return rx.hstack(
+        rx.foreach(labels, lambda lb: rx.badge(lb, variant="outline", size="1", font_family="monospace")),
+        spacing="1",
+        wrap="wrap",
+    )
+
+
+def _stack_row(row) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(
+            rx.vstack(
+                rx.link(
+                    row.name,
+                    href="/stacks/" + row.id,
+                    weight="medium",
+                    custom_attrs=testid("stacks-row-link"),
+                ),
+                rx.text(
+                    row.repository_url,
+                    size="1",
+                    color=rx.color("gray", 10),
+                    font_family="monospace",
+                    trim="both",
+                ),
+                spacing="1",
+            )
+        ),
+        rx.table.cell(tool_badge(row.tool)),
+        rx.table.cell(rx.code(row.branch, variant="ghost")),
+        rx.table.cell(_label_chips(row.labels)),
+        rx.table.cell(rel_time(row.updated_rel, row.updated_exact)),
+        custom_attrs={"data-testid": "stacks-row", "data-stack-name": row.name},
+    )
+
+
+def _filters() -> rx.Component:
+    return rx.hstack(
+        rx.debounce_input(
+            rx.input(
+                rx.input.slot(rx.icon("search", size=14)),
+                placeholder="Search name, description or repository",
+                value=StacksState.q,
+                on_change=StacksState.set_search,
+                width="320px",
+                custom_attrs=testid("stacks-search-input"),
+            ),
+            debounce_timeout=300,
+        ),
+        rx.select.root(
+            rx.select.trigger(placeholder="Tool", custom_attrs=testid("stacks-tool-filter")),
+            rx.select.content(
+                rx.select.item("All tools", value=ALL),
+                *[rx.select.item(t, value=t, custom_attrs=testid(f"stacks-tool-option-{t}")) for t in TOOLS],
+            ),
+            value=StacksState.tool,
+            on_change=StacksState.set_tool,
+        ),
+        rx.select.root(
+            rx.select.trigger(placeholder="Label", custom_attrs=testid("stacks-label-filter")),
+            rx.select.content(
+                rx.select.item("All labels", value=ALL),
+                rx.foreach(StacksState.labels_available, lambda lb: rx.select.item(lb, value=lb)),
+            ),
+            value=StacksState.label,
+            on_change=StacksState.set_label,
+        ),
+        rx.cond(
+            StacksState.filtered,
+            rx.button(
+                "Clear",
+                variant="ghost",
+                on_click=StacksState.clear_filters,
+                custom_attrs=testid("stacks-clear-filters"),
+            ),
+        ),
+        spacing="3",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def _table() -> rx.Component:
+    return rx.vstack(
+        rx.table.root(
+            rx.table.header(
+                rx.table.row(
+                    rx.table.column_header_cell("Name"),
+                    rx.table.column_header_cell("Tool"),
+                    rx.table.column_header_cell("Branch"),
+                    rx.table.column_header_cell("Labels"),
+                    rx.table.column_header_cell("Updated"),
+                )
+            ),
+            rx.table.body(rx.foreach(StacksState.rows, _stack_row)),
+            width="100%",
+            variant="surface",
+            custom_attrs=testid("stacks-table"),
+        ),
+        rx.hstack(
+            rx.text(
+                StacksState.page_label,
+                size="2",
+                color=rx.color("gray", 10),
+                custom_attrs=testid("stacks-count"),
+            ),
+            rx.spacer(),
+            rx.button(
+                "Previous",
+                variant="soft",
+                disabled=~StacksState.has_prev,
+                on_click=StacksState.prev_page,
+                custom_attrs=testid("stacks-prev-page"),
+            ),
+            rx.button(
+                "Next",
+                variant="soft",
+                disabled=~StacksState.has_next,
+                on_click=StacksState.next_page,
+                custom_attrs=testid("stacks-next-page"),
+            ),
+            width="100%",
+            align="center",
+        ),
+        width="100%",
+    )
+
+
+def _new_button(tid: str = "stacks-new-button") -> rx.Component:
+    return rx.cond(
+        StacksState.can_write,
+        rx.link(
+            rx.button(rx.icon("plus", size=16), "New stack", custom_attrs=testid(tid)), href="/stacks/new"
+        ),
+        rx.tooltip(rx.button("New stack", disabled=True), content="Members and admins create stacks"),
+    )
+
+
+def stacks_page() -> rx.Component:
+    body = rx.cond(
+        StacksState.loading & (StacksState.rows.length() == 0),
+        table_skeleton(),
+        rx.cond(
+            StacksState.count == 0,
+            rx.cond(
+                StacksState.filtered,
+                empty_state(
+                    "search-x",
+                    "No stacks match these filters",
+                    "Change the search or clear the filters.",
+                    tid="stacks-empty-filtered",
+                ),
+                empty_state(
+                    "layers",
+                    "No stacks yet",
+                    "A stack connects a repository, a branch and a tool. Create one to get started.",
+                    _new_button("stacks-empty-new-button"),
+                    tid="stacks-empty",
+                ),
+            ),
+            _table(),
+        ),
+    )
+    return page("stacks", "Stacks", _filters(), body, actions=_new_button())
+
+
+# ------------------------------------------------------------------ detail
+
+
+def _field(label: str, value, tid: str, mono: bool = False) -> rx.Component:
+    return rx.data_list.item(
+        rx.data_list.label(label),
+        rx.data_list.value(
+            rx.text(value, font_family="monospace" if mono else None, size="2", custom_attrs=testid(tid))
+        ),
+    )
+
+
+def _delete_dialog() -> rx.Component:
+    s = StackDetailState
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(
+            rx.button(
+                rx.icon("trash-2", size=14),
+                "Delete",
+                color_scheme="red",
+                variant="soft",
+                on_click=s.open_delete,
+                custom_attrs=testid("stack-delete-button"),
+            ),
+        ),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Delete stack"),
+            rx.alert_dialog.description(
+                rx.text(
+                    "This permanently deletes the stack and its settings. Type ",
+                    rx.code(s.stack.name),
+                    " to confirm.",
+                ),
+            ),
+            rx.input(
+                value=s.delete_confirm,
+                on_change=s.set_delete_confirm,
+                placeholder=s.stack.name,
+                margin_y="1rem",
+                custom_attrs=testid("stack-delete-confirm-input"),
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(
+                    rx.button(
+                        "Cancel",
+                        variant="soft",
+                        color_scheme="gray",
+                        custom_attrs=testid("stack-delete-cancel"),
+                    )
+                ),
+                rx.button(
+                    "Delete stack",
+                    color_scheme="red",
+                    disabled=~s.delete_enabled,
+                    loading=s.deleting,
+                    on_click=s.delete_stack,
+                    custom_attrs=testid("stack-delete-submit"),
+                ),
+                justify="end",
+                spacing="3",
+            ),
+        ),
+        open=s.delete_open,
+        on_open_change=s.set_delete_open,
+    )
+
+
+def stack_detail_page() -> rx.Component:
+    s = StackDetailState
+    actions = rx.hstack(
+        rx.cond(
+            s.can_write,
+            rx.link(
+                rx.button(
+                    rx.icon("pencil", size=14),
+                    "Edit",
+                    variant="soft",
+                    custom_attrs=testid("stack-edit-button"),
+                ),
+                href="/stacks/" + s.stack.id + "/edit",
+            ),
+        ),
+        rx.cond(s.is_admin, _delete_dialog()),
+        spacing="2",
+    )
+    overview = rx.grid(
+        rx.card(
+            rx.vstack(
+                rx.heading("Settings", size="3"),
+                rx.data_list.root(
+                    _field("Repository", s.stack.repository_url, "stack-repository-url", mono=True),
+                    _field("Branch", s.stack.branch, "stack-branch", mono=True),
+                    _field("Project root", s.project_root, "stack-project-root", mono=True),
+                    rx.data_list.item(
+                        rx.data_list.label("Tool"),
+                        rx.data_list.value(
+                            rx.hstack(
+                                tool_badge(s.stack.tool),
+                                rx.text(
+                                    s.tool_version,
+                                    size="2",
+                                    font_family="monospace",
+                                    custom_attrs=testid("stack-tool-version"),
+                                ),
+                                custom_attrs=testid("stack-tool"),
+                            )
+                        ),
+                    ),
+                    _field("Runner", s.runner, "stack-runner"),
+                    _field("Runner image", s.runner_image, "stack-runner-image", mono=True),
+                    rx.data_list.item(
+                        rx.data_list.label("Auto-apply"),
+                        rx.data_list.value(
+                            rx.badge(
+                                rx.cond(s.auto_apply, "on", "off"),
+                                color_scheme=rx.cond(s.auto_apply, "amber", "gray"),
+                                custom_attrs=testid("stack-auto-apply"),
+                            )
+                        ),
+                    ),
+                    rx.data_list.item(
+                        rx.data_list.label("Labels"),
+                        rx.data_list.value(
+                            rx.box(_label_chips(s.stack.labels), custom_attrs=testid("stack-labels"))
+                        ),
+                    ),
+                    _field("Created", s.created_exact, "stack-created"),
+                    _field("Created by", s.created_by, "stack-created-by"),
+                ),
+                spacing="3",
+            )
+        ),
+        rx.card(
+            rx.vstack(
+                rx.heading("Activity", size="3"),
+                rx.cond(
+                    s.activity.length() == 0,
+                    rx.text("No activity yet.", size="2", color=rx.color("gray", 10)),
+                    rx.vstack(
+                        rx.foreach(
+                            s.activity,
+                            lambda a: rx.hstack(
+                                rx.code(a.action, variant="ghost"),
+                                rx.text(a.actor, size="2"),
+                                rx.spacer(),
+                                rel_time(a.at_rel, a.at_exact),
+                                width="100%",
+                                custom_attrs=testid("stack-activity-row"),
+                            ),
+                        ),
+                        width="100%",
+                    ),
+                ),
+                rx.link("Full audit log →", href="/audit?category=stack", size="2"),
+                spacing="3",
+            )
+        ),
+        columns=rx.breakpoints(initial="1", md="2"),
+        spacing="4",
+        width="100%",
+    )
+    body = rx.cond(
+        s.not_found,
+        empty_state(
+            "circle-help",
+            "Stack not found",
+            "It may have been deleted, or it belongs to another organization.",
+            rx.link("Back to stacks", href="/stacks"),
+            tid="stack-not-found",
+        ),
+        rx.cond(
+            s.loading,
+            table_skeleton(4, 2),
+            rx.vstack(
+                rx.cond(
+                    s.stack.description != "",
+                    rx.text(
+                        s.stack.description,
+                        color=rx.color("gray", 11),
+                        custom_attrs=testid("stack-description"),
+                    ),
+                ),
+                overview,
+                width="100%",
+                spacing="4",
+            ),
+        ),
+    )
+    return page(
+        "stacks",
+        rx.text(s.stack.name, custom_attrs=testid("stack-name")),
+        body,
+        breadcrumb=[("Stacks", "/stacks")],
+        actions=rx.cond(s.not_found | s.loading, rx.fragment(), actions),
+    )
+
+
+# ------------------------------------------------------------------ form
+
+
+def _error(field: str) -> rx.Component:
+    msg = StackFormState.errors.get(field, "")
+    return rx.cond(
+        msg != "",
+        rx.text(
+            msg,
+            size="1",
+            color=rx.color("red", 11),
+            custom_attrs=testid(f"stack-form-{field.replace('_', '-')}-error"),
+        ),
+    )
+
+
+def _text_field(
+    field: str, label: str, hint: str = "", placeholder: str = "", mono: bool = False
+) -> rx.Component:
+    tid = field.replace("_", "-")
+    return rx.vstack(
+        rx.text(label, size="2", weight="medium"),
+        rx.input(
+            value=StackFormState.values[field],
+            on_change=lambda v: StackFormState.set_value(field, v),
+            placeholder=placeholder,
+            font_family="monospace" if mono else None,
+            color_scheme=rx.cond(StackFormState.errors.contains(field), "red", "gray"),
+            width="100%",
+            custom_attrs=testid(f"stack-form-{tid}-input"),
+        ),
+        rx.cond(hint != "", rx.text(hint, size="1", color=rx.color("gray", 10))) if hint else rx.fragment(),
+        _error(field),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _select_field(field: str, label: str, options: list[str]) -> rx.Component:
+    tid = field.replace("_", "-")
+    return rx.vstack(
+        rx.text(label, size="2", weight="medium"),
+        rx.select.root(
+            rx.select.trigger(width="100%", custom_attrs=testid(f"stack-form-{tid}-select")),
+            rx.select.content(
+                *[
+                    rx.select.item(o, value=o, custom_attrs=testid(f"stack-form-{tid}-option-{o}"))
+                    for o in options
+                ]
+            ),
+            value=StackFormState.values[field],
+            on_change=lambda v: StackFormState.set_value(field, v),
+        ),
+        _error(field),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _form() -> rx.Component:
+    f = StackFormState
+    return rx.card(
+        rx.vstack(
+            rx.grid(
+                _text_field("name", "Name", placeholder="network-prod"),
+                _select_field("tool", "Tool", TOOLS),
+                columns="2",
+                spacing="4",
+                width="100%",
+            ),
+            rx.vstack(
+                rx.text("Description", size="2", weight="medium"),
+                rx.text_area(
+                    value=f.values["description"],
+                    on_change=lambda v: f.set_value("description", v),
+                    width="100%",
+                    custom_attrs=testid("stack-form-description-input"),
+                ),
+                _error("description"),
+                spacing="1",
+                width="100%",
+            ),
+            _text_field(
+                "repository_url",
+                "Repository URL",
+                "https://, ssh://, git@host:org/repo.git or file:///path",
+                "https://github.com/acme/infrastructure.git",
+                mono=True,
+            ),
+            rx.grid(
+                _text_field("branch", "Branch", mono=True),
+                _text_field(
+                    "project_root",
+                    "Project root",
+                    "Folder inside the repository; empty = root",
+                    "envs/prod",
+                    mono=True,
+                ),
+                _text_field("tool_version", "Tool version", "Empty = latest", "1.8.2", mono=True),
+                columns="3",
+                spacing="4",
+                width="100%",
+            ),
+            rx.grid(
+                _select_field("runner", "Runner", RUNNERS),
+                _text_field(
+                    "runner_image", "Runner image", "Docker runner only", "ghcr.io/acme/runner:1.0", mono=True
+                ),
+                columns="2",
+                spacing="4",
+                width="100%",
+            ),
+            _text_field("labels", "Labels", "Comma-separated, e.g. env:prod, team:network", mono=True),
+            rx.hstack(
+                rx.switch(
+                    checked=f.auto_apply,
+                    on_change=f.set_auto_apply,
+                    custom_attrs=testid("stack-form-auto-apply-switch"),
+                ),
+                rx.text(
+                    "Auto-apply: apply successful plans of tracked runs without waiting for confirmation",
+                    size="2",
+                ),
+                align="center",
+                spacing="2",
+            ),
+            rx.hstack(
+                rx.link(
+                    rx.button(
+                        "Cancel",
+                        variant="soft",
+                        color_scheme="gray",
+                        type="button",
+                        custom_attrs=testid("stack-form-cancel"),
+                    ),
+                    href=rx.cond(f.is_edit, "/stacks/" + f.stack_id, "/stacks"),
+                ),
+                rx.button(
+                    rx.cond(f.is_edit, "Save changes", "Create stack"),
+                    loading=f.saving,
+                    on_click=f.submit,
+                    custom_attrs=testid("stack-form-submit"),
+                ),
+                justify="end",
+                width="100%",
+                spacing="3",
+            ),
+            spacing="4",
+            width="100%",
+        ),
+        width="100%",
+        max_width="820px",
+    )
+
+
+def stack_new_page() -> rx.Component:
+    return page("stacks", "New stack", _form(), breadcrumb=[("Stacks", "/stacks")])
+
+
+def stack_edit_page() -> rx.Component:
+    f = StackFormState
+    body = rx.cond(
+        f.not_found,
+        empty_state(
+            "circle-help",
+            "Stack not found",
+            "It may have been deleted.",
+            rx.link("Back to stacks", href="/stacks"),
+            tid="stack-not-found",
+        ),
+        rx.cond(f.loading, table_skeleton(6, 2), _form()),
+    )
+    return page("stacks", "Edit stack", body, breadcrumb=[("Stacks", "/stacks")])

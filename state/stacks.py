@@ -1,0 +1,396 @@
+"""Stacks list, detail and create/edit form."""
+
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import urlencode
+
+import reflex as rx
+from pydantic import ValidationError
+
+from backend.audit import service as audit_service
+from backend.errors import FieldError, NotFound, ServiceError
+from backend.stacks import service
+from backend.stacks.models import RunnerKind, Tool
+from backend.stacks.schemas import StackCreate, StackPublic, StackUpdate, field_errors
+from backend.timeutil import iso
+from state.base import AuthState, SessionExpired
+from state.helpers import exact, relative, run_db
+
+PAGE_SIZE = 25
+TOOLS = [t.value for t in Tool]
+RUNNERS = [r.value for r in RunnerKind]
+ALL = "all"
+
+
+@dataclasses.dataclass
+class StackRow:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    tool: str = ""
+    branch: str = ""
+    repository_url: str = ""
+    labels: list[str] = dataclasses.field(default_factory=list)
+    updated_rel: str = ""
+    updated_exact: str = ""
+
+
+@dataclasses.dataclass
+class ActivityRow:
+    id: int = 0
+    action: str = ""
+    actor: str = ""
+    at_rel: str = ""
+    at_exact: str = ""
+
+
+def _row(s: StackPublic) -> StackRow:
+    return StackRow(
+        id=s.id,
+        name=s.name,
+        description=s.description,
+        tool=s.tool.value,
+        branch=s.branch,
+        repository_url=s.repository_url,
+        labels=list(s.labels),
+        updated_rel=relative(s.updated_at),
+        updated_exact=exact(s.updated_at),
+    )
+
+
+class StacksState(AuthState):
+    rows: list[StackRow] = []
+    count: int = 0
+    q: str = ""
+    tool: str = ALL
+    label: str = ALL
+    labels_available: list[str] = []
+    offset: int = 0
+    loading: bool = True
+
+    @rx.var
+    def page_label(self) -> str:
+        if self.count == 0:
+            return "0 stacks"
+        end = min(self.offset + PAGE_SIZE, self.count)
+        return f"{self.offset + 1}-{end} of {self.count}"
+
+    @rx.var
+    def has_prev(self) -> bool:
+        return self.offset > 0
+
+    @rx.var
+    def has_next(self) -> bool:
+        return self.offset + PAGE_SIZE < self.count
+
+    @rx.var
+    def filtered(self) -> bool:
+        return bool(self.q) or self.tool != ALL or self.label != ALL
+
+    @rx.event
+    async def load(self):
+        """on_load: filters come from the URL so that links and reloads keep them."""
+        params = self.router.url.query_parameters
+        self.q = params.get("q", "")[:100]
+        self.tool = params.get("tool", ALL) if params.get("tool") in TOOLS else ALL
+        self.label = params.get("label", ALL)[:64] or ALL
+        try:
+            self.offset = max(0, int(params.get("offset", "0")))
+        except ValueError:
+            self.offset = 0
+        return await self._fetch()
+
+    async def _fetch(self):
+        self.loading = True
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            return self._login_redirect()
+        query = service.StackQuery(
+            q=self.q or None,
+            tool=None if self.tool == ALL else self.tool,
+            label=None if self.label == ALL else self.label,
+            limit=PAGE_SIZE,
+            offset=self.offset,
+        )
+
+        def _q(s):
+            return service.list_stacks(s, principal, query), service.all_labels(s, principal)
+
+        (data, count), labels = await run_db(_q)
+        self.rows = [_row(s) for s in data]
+        self.count = count
+        self.labels_available = labels
+        self.loading = False
+
+    def _url(self) -> str:
+        params = {}
+        if self.q:
+            params["q"] = self.q
+        if self.tool != ALL:
+            params["tool"] = self.tool
+        if self.label != ALL:
+            params["label"] = self.label
+        if self.offset:
+            params["offset"] = str(self.offset)
+        return "/stacks" + ("?" + urlencode(params) if params else "")
+
+    async def _apply(self):
+        # Keep filters in the URL (shareable), without a page reload.
+        yield rx.call_script(f"window.history.replaceState(null, '', {self._url()!r})")
+        out = await self._fetch()
+        if out is not None:
+            yield out
+
+    @rx.event
+    async def set_search(self, value: str):
+        self.q = value.strip()[:100]
+        self.offset = 0
+        async for ev in self._apply():
+            yield ev
+
+    @rx.event
+    async def set_tool(self, value: str):
+        self.tool = value if value in TOOLS else ALL
+        self.offset = 0
+        async for ev in self._apply():
+            yield ev
+
+    @rx.event
+    async def set_label(self, value: str):
+        self.label = value or ALL
+        self.offset = 0
+        async for ev in self._apply():
+            yield ev
+
+    @rx.event
+    async def clear_filters(self):
+        self.q, self.tool, self.label, self.offset = "", ALL, ALL, 0
+        async for ev in self._apply():
+            yield ev
+
+    @rx.event
+    async def next_page(self):
+        if self.offset + PAGE_SIZE < self.count:
+            self.offset += PAGE_SIZE
+        async for ev in self._apply():
+            yield ev
+
+    @rx.event
+    async def prev_page(self):
+        self.offset = max(0, self.offset - PAGE_SIZE)
+        async for ev in self._apply():
+            yield ev
+
+
+def _stack_id_from_path(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    return parts[1] if len(parts) >= 2 and parts[0] == "stacks" else ""
+
+
+class StackDetailState(AuthState):
+    stack: StackRow = StackRow()
+    project_root: str = ""
+    tool_version: str = ""
+    runner: str = ""
+    runner_image: str = ""
+    auto_apply: bool = False
+    created_by: str = ""
+    created_exact: str = ""
+    activity: list[ActivityRow] = []
+    loading: bool = True
+    not_found: bool = False
+    delete_open: bool = False
+    delete_confirm: str = ""
+    deleting: bool = False
+
+    @rx.var
+    def delete_enabled(self) -> bool:
+        return self.delete_confirm == self.stack.name and not self.deleting
+
+    @rx.event
+    async def load(self):
+        self.loading, self.not_found, self.delete_open, self.delete_confirm = True, False, False, ""
+        stack_id = _stack_id_from_path(self.router.url.path)
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            return self._login_redirect()
+
+        def _q(s):
+            st = service.get_stack(s, principal, stack_id)
+            return st, audit_service.list_for_resource(s, principal, st.id, limit=10)
+
+        try:
+            st, events = await run_db(_q)
+        except NotFound:
+            self.not_found, self.loading = True, False
+            return
+        self.stack = _row(st)
+        self.project_root = st.project_root or "(repository root)"
+        self.tool_version = st.tool_version or "latest"
+        self.runner = st.runner.value
+        self.runner_image = st.runner_image or "—"
+        self.auto_apply = st.auto_apply
+        self.created_by = st.created_by or ""
+        self.created_exact = exact(st.created_at)
+        self.activity = [
+            ActivityRow(
+                id=e.id or 0, action=e.action, actor=e.actor, at_rel=relative(e.at), at_exact=exact(iso(e.at))
+            )
+            for e in events
+        ]
+        self.loading = False
+
+    @rx.event
+    def open_delete(self):
+        self.delete_open, self.delete_confirm = True, ""
+
+    @rx.event
+    def set_delete_open(self, value: bool):
+        self.delete_open = value
+
+    @rx.event
+    def set_delete_confirm(self, value: str):
+        self.delete_confirm = value
+
+    @rx.event
+    async def delete_stack(self):
+        if self.delete_confirm != self.stack.name:
+            return rx.toast.error("Type the stack name exactly to confirm.")
+        self.deleting = True
+        try:
+            principal = await self._principal()
+            stack_id, name = self.stack.id, self.stack.name
+            await run_db(lambda s: service.delete_stack(s, principal, stack_id))
+        except SessionExpired:
+            self.deleting = False
+            return self._login_redirect()
+        except ServiceError as exc:
+            self.deleting = False
+            return rx.toast.error(exc.message)
+        self.deleting, self.delete_open = False, False
+        return [rx.toast.success(f"Deleted stack {name}"), rx.redirect("/stacks")]
+
+
+EMPTY_FORM = {
+    "name": "",
+    "description": "",
+    "repository_url": "",
+    "branch": "main",
+    "project_root": "",
+    "tool": "opentofu",
+    "tool_version": "",
+    "runner": "local",
+    "runner_image": "",
+    "labels": "",
+}
+
+
+class StackFormState(AuthState):
+    """Create and edit share one form; ``stack_id`` empty means create."""
+
+    stack_id: str = ""
+    values: dict[str, str] = dict(EMPTY_FORM)
+    auto_apply: bool = False
+    errors: dict[str, str] = {}
+    saving: bool = False
+    loading: bool = False
+    not_found: bool = False
+
+    @rx.var
+    def is_edit(self) -> bool:
+        return self.stack_id != ""
+
+    @rx.event
+    async def load_new(self):
+        self.stack_id, self.values, self.auto_apply, self.errors = "", dict(EMPTY_FORM), False, {}
+        self.saving = self.loading = self.not_found = False
+
+    @rx.event
+    async def load_edit(self):
+        self.errors, self.saving, self.not_found, self.loading = {}, False, False, True
+        self.stack_id = _stack_id_from_path(self.router.url.path)
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            return self._login_redirect()
+        stack_id = self.stack_id
+        try:
+            st = await run_db(lambda s: service.get_stack(s, principal, stack_id))
+        except NotFound:
+            self.not_found, self.loading = True, False
+            return
+        self.values = {
+            "name": st.name,
+            "description": st.description,
+            "repository_url": st.repository_url,
+            "branch": st.branch,
+            "project_root": st.project_root,
+            "tool": st.tool.value,
+            "tool_version": st.tool_version or "",
+            "runner": st.runner.value,
+            "runner_image": st.runner_image or "",
+            "labels": ", ".join(st.labels),
+        }
+        self.auto_apply = st.auto_apply
+        self.loading = False
+
+    @rx.event
+    def set_value(self, field: str, value: str):
+        if field in EMPTY_FORM:
+            self.values[field] = value
+            self.errors.pop(field, None)
+
+    @rx.event
+    def set_auto_apply(self, value: bool):
+        self.auto_apply = bool(value)
+
+    def _payload(self) -> dict:
+        v = self.values
+        return {
+            "name": v["name"],
+            "description": v["description"],
+            "repository_url": v["repository_url"],
+            "branch": v["branch"],
+            "project_root": v["project_root"],
+            "tool": v["tool"],
+            "tool_version": v["tool_version"] or None,
+            "runner": v["runner"],
+            "runner_image": v["runner_image"] or None,
+            "auto_apply": self.auto_apply,
+            "labels": [x.strip() for x in v["labels"].replace("\n", ",").split(",") if x.strip()],
+        }
+
+    @rx.event
+    async def submit(self):
+        self.saving, self.errors = True, {}
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            self.saving = False
+            return self._login_redirect()
+        payload = self._payload()
+        stack_id = self.stack_id
+        try:
+            if stack_id:
+                body = StackUpdate.model_validate(payload)
+                saved = await run_db(lambda s: service.update_stack(s, principal, stack_id, body))
+            else:
+                body_c = StackCreate.model_validate(payload)
+                saved = await run_db(lambda s: service.create_stack(s, principal, body_c))
+        except ValidationError as exc:
+            self.errors = field_errors(exc)
+            self.saving = False
+            return rx.toast.error("Fix the highlighted fields.")
+        except FieldError as exc:
+            self.errors = {exc.field: exc.message}
+            self.saving = False
+            return rx.toast.error(exc.message)
+        except ServiceError as exc:
+            self.saving = False
+            return rx.toast.error(exc.message)
+        self.saving = False
+        verb = "Saved" if stack_id else "Created"
+        return [rx.toast.success(f"{verb} stack {saved.name}"), rx.redirect(f"/stacks/{saved.id}")]
