@@ -60,7 +60,8 @@ def _prepare():
         typer.echo(
             f"\n{bar}\n  First start: created the administrator account\n"
             f"    email:    {result.email}\n    password: {result.password}\n"
-            f"  Log in at {settings.base_url}/login and change it; it is not shown again.\n{bar}\n"
+            f"  Log in at {settings.base_url}/login and change it under Settings.\n"
+            f"  It is not shown again.\n{bar}\n"
         )
     return ctx
 

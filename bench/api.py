@@ -32,7 +32,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -85,9 +84,6 @@ USER_AGENTS = [
     "crucible-cli/0.1.0",
 ]
 
-log = logging.getLogger("bench")
-
-
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -133,7 +129,6 @@ class DbTarget:
     kind: str  # sqlite | postgres
     url: str
     data_dir: Path
-    cleanup: Callable[[], None]
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,9 +158,11 @@ def sqlite_target() -> Iterator[DbTarget]:
     tmp = Path(tempfile.mkdtemp(prefix="crucible-bench-"))
     try:
         yield DbTarget(
-            "sqlite", f"sqlite:///{tmp / 'crucible.db'}", tmp, lambda: None,
+            "sqlite",
+            f"sqlite:///{tmp / 'crucible.db'}",
+            tmp,
             {"sqlite_version": __import__("sqlite3").sqlite_version},
-        )  # fmt: skip
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -179,18 +176,24 @@ def postgres_target(user: str) -> Iterator[DbTarget]:
 
     def admin() -> psycopg.Connection:
         return psycopg.connect(
-            host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True,
+            host=PG_HOST,
+            port=PG_PORT,
+            user=user,
+            dbname="postgres",
+            autocommit=True,
             connect_timeout=5,
-        )  # fmt: skip
+        )
 
     with admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
         version = conn.execute("SHOW server_version").fetchone()[0]
     try:
         yield DbTarget(
-            "postgres", f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}", tmp, lambda: None,
+            "postgres",
+            f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}",
+            tmp,
             {"server_version": version, "database": name, "role": user},
-        )  # fmt: skip
+        )
     finally:
         try:
             with admin() as conn:
@@ -235,17 +238,25 @@ def _stack_rows(org_id: str, n: int, rng: random.Random) -> tuple[list[dict], li
         region, comp = REGIONS[(i // 24) % len(REGIONS)], COMPONENTS[(i // 7) % len(COMPONENTS)]
         sid = new_id("stk")
         created = now - timedelta(minutes=rng.randrange(500_000))
-        stacks.append({
-            "id": sid, "org_id": org_id, "name": f"{team}-{comp}-{env}-{region}-{i:04d}",
-            "description": f"{comp} for the {team} team in {env} ({region})",
-            "repository_url": f"https://git.example.com/{team}/infra-{comp}.git",
-            "branch": "main" if i % 5 else "release", "project_root": f"envs/{env}/{region}",
-            "tool": tools[i % len(tools)], "tool_version": None if i % 3 else "1.8.2",
-            "runner": "local" if i % 4 else "docker",
-            "runner_image": None if i % 4 else "ghcr.io/acme/runner:1.2",
-            "auto_apply": env == "dev", "created_by": "admin@crucible.local",
-            "created_at": created, "updated_at": created,
-        })  # fmt: skip
+        stacks.append(
+            {
+                "id": sid,
+                "org_id": org_id,
+                "name": f"{team}-{comp}-{env}-{region}-{i:04d}",
+                "description": f"{comp} for the {team} team in {env} ({region})",
+                "repository_url": f"https://git.example.com/{team}/infra-{comp}.git",
+                "branch": "main" if i % 5 else "release",
+                "project_root": f"envs/{env}/{region}",
+                "tool": tools[i % len(tools)],
+                "tool_version": None if i % 3 else "1.8.2",
+                "runner": "local" if i % 4 else "docker",
+                "runner_image": None if i % 4 else "ghcr.io/acme/runner:1.2",
+                "auto_apply": env == "dev",
+                "created_by": "admin@crucible.local",
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
         names = [f"env:{env}", f"team/{team}", f"region={region}"]
         if i % 7 == 0:
             names.append("critical")
@@ -253,8 +264,14 @@ def _stack_rows(org_id: str, n: int, rng: random.Random) -> tuple[list[dict], li
     return stacks, labels
 
 
-def _event_fields(i: int, n: int, org_id: str, stacks: list[dict], users: list[tuple[str, str]],
-                  rng: random.Random, t0: datetime) -> dict[str, Any]:  # fmt: skip
+def _event_fields(
+    i: int,
+    org_id: str,
+    stacks: list[dict],
+    users: list[tuple[str, str]],
+    rng: random.Random,
+    t0: datetime,
+) -> dict[str, Any]:
     at = t0 + timedelta(seconds=20 * i, microseconds=rng.randrange(1_000_000))
     r = rng.random()
     email, uid = users[rng.randrange(len(users))]
@@ -270,8 +287,13 @@ def _event_fields(i: int, n: int, org_id: str, stacks: list[dict], users: list[t
         k = rng.random()
         if k < 0.2:
             action = "stack.create"
-            after = {"name": st["name"], "tool": st["tool"], "branch": st["branch"],
-                     "repository_url": st["repository_url"], "labels": ["env:prod", "team/net"]}  # fmt: skip
+            after = {
+                "name": st["name"],
+                "tool": st["tool"],
+                "branch": st["branch"],
+                "repository_url": st["repository_url"],
+                "labels": ["env:prod", "team/net"],
+            }
         elif k < 0.9:
             action = "stack.update"
             before, after = {"branch": "main"}, {"branch": f"feature-{rng.randrange(1000)}"}
@@ -293,11 +315,20 @@ def _event_fields(i: int, n: int, org_id: str, stacks: list[dict], users: list[t
         if rng.random() < 0.2:
             actor, actor_id, actor_type, ip, ua = "system", None, "system", None, None
     return {
-        "org_id": org_id, "at": at, "actor": actor, "actor_id": actor_id,
-        "actor_type": actor_type, "action": action, "category": action.split(".", 1)[0],
-        "resource_type": rtype, "resource_id": rid, "ip": ip, "user_agent": ua,
-        "before": before, "after": after,
-    }  # fmt: skip
+        "org_id": org_id,
+        "at": at,
+        "actor": actor,
+        "actor_id": actor_id,
+        "actor_type": actor_type,
+        "action": action,
+        "category": action.split(".", 1)[0],
+        "resource_type": rtype,
+        "resource_id": rid,
+        "ip": ip,
+        "user_agent": ua,
+        "before": before,
+        "after": after,
+    }
 
 
 def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
@@ -313,9 +344,10 @@ def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
             conn.execute(insert(StackLabel.__table__), labels)  # type: ignore[attr-defined]
     q = SEARCH_Q.lower()
     expect_search = sum(
-        1 for st in stacks
+        1
+        for st in stacks
         if q in st["name"].lower() or q in st["description"].lower() or q in st["repository_url"].lower()
-    )  # fmt: skip
+    )
     expect_label = sum(1 for lb in labels if lb["label"] == LABEL_FILTER)
 
     # n_events - 1 seeded events; the admin token created afterwards through the real service
@@ -338,7 +370,7 @@ def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
             rows = []
             h0 = time.perf_counter()
             for i in range(start, min(start + batch, to_seed)):
-                ev = _event_fields(i, to_seed, org_id, stacks, users, rng, t0)
+                ev = _event_fields(i, org_id, stacks, users, rng, t0)
                 ev["prev_hash"] = prev
                 ev["hash"] = ""
                 # compute_hash only reads attributes; a namespace is ~8x cheaper than a model.
@@ -354,10 +386,12 @@ def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
             hash_s += time.perf_counter() - h0
             conn.execute(insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
         if conn.dialect.name == "postgresql":
-            conn.execute(text(
-                "SELECT setval(pg_get_serial_sequence('audit_event', 'id'), "
-                "(SELECT max(id) FROM audit_event))"
-            ))  # fmt: skip
+            conn.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('audit_event', 'id'), "
+                    "(SELECT max(id) FROM audit_event))"
+                )
+            )
     timings["events_hash_s"] = round(hash_s, 3)
 
     with ctx.session() as s:
@@ -365,9 +399,10 @@ def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
     if ctx.engine.dialect.name == "postgresql":
         # What autovacuum does shortly after a bulk load; without it PG plans on guesses and
         # index-only scans hit the heap. (SQLite: the app never runs ANALYZE, so neither do we.)
-        with timed(timings, "vacuum_analyze_s"), ctx.engine.connect().execution_options(
-            isolation_level="AUTOCOMMIT"
-        ) as conn:
+        with (
+            timed(timings, "vacuum_analyze_s"),
+            ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        ):
             conn.execute(text("VACUUM ANALYZE"))
 
     with ctx.session() as s:
@@ -376,11 +411,16 @@ def seed(ctx: AppContext, n_stacks: int, n_events: int) -> Seeded:
     assert total == n_events, f"seeded {total} audit events, wanted {n_events}"
     assert n_stack_rows == n_stacks
     return Seeded(
-        org_id=org_id, token=plaintext, n_stacks=n_stacks, n_events=n_events,
-        expect_search=expect_search, expect_label=expect_label,
-        expect_category=category_counts.get(CATEGORY_FILTER, 0), first_event_id=first_event_id,
+        org_id=org_id,
+        token=plaintext,
+        n_stacks=n_stacks,
+        n_events=n_events,
+        expect_search=expect_search,
+        expect_label=expect_label,
+        expect_category=category_counts.get(CATEGORY_FILTER, 0),
+        first_event_id=first_event_id,
         timings=timings,
-    )  # fmt: skip
+    )
 
 
 def check_chain(ctx: AppContext, seeded: Seeded) -> None:
@@ -388,9 +428,12 @@ def check_chain(ctx: AppContext, seeded: Seeded) -> None:
     res = verify_chain(ctx.engine)
     dt = time.perf_counter() - t
     seeded.verify = {
-        "ok": res.ok, "checked": res.checked, "seconds": round(dt, 3),
-        "events_per_s": round(res.checked / dt) if dt else None, "reason": res.reason,
-    }  # fmt: skip
+        "ok": res.ok,
+        "checked": res.checked,
+        "seconds": round(dt, 3),
+        "events_per_s": round(res.checked / dt) if dt else None,
+        "reason": res.reason,
+    }
     if not res.ok or res.checked != seeded.n_events:
         raise SystemExit(f"audit chain does not verify after seeding: {res}")
 
@@ -434,9 +477,15 @@ class BackgroundServer:
 
     def __init__(self, app: Any):
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-            log_config=None, lifespan="on", timeout_keep_alive=120,
-        )  # fmt: skip
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            timeout_keep_alive=120,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
         self.port = 0
@@ -474,8 +523,9 @@ class Case:
         return self.path + ("?" + urlencode(self.params) if self.params else "")
 
 
-def _expect(count: int | None = None, length: int = PAGE, pred: Callable[[dict], bool] | None = None,
-            what: str = "") -> Callable[[dict], str | None]:  # fmt: skip
+def _expect(
+    count: int | None = None, length: int = PAGE, pred: Callable[[dict], bool] | None = None, what: str = ""
+) -> Callable[[dict], str | None]:
     def check(doc: dict) -> str | None:
         if count is not None and doc.get("count") != count:
             return f"count {doc.get('count')} != expected {count}"
@@ -494,31 +544,67 @@ def build_cases(sd: Seeded) -> list[Case]:
     deep_offset_audit = sd.n_events - PAGE
     return [
         Case("baseline stacks (memory)", "stacks", "/bare/stacks", baseline=True),
-        Case("stacks first page", "stacks", "/api/v1/stacks", {"limit": PAGE},
-             check=_expect(sd.n_stacks)),
-        Case(f"stacks offset={deep_offset_stacks}", "stacks", "/api/v1/stacks",
-             {"limit": PAGE, "offset": deep_offset_stacks}, check=_expect(sd.n_stacks)),
-        Case(f"stacks q={SEARCH_Q}", "stacks", "/api/v1/stacks", {"q": SEARCH_Q, "limit": PAGE},
-             check=_expect(sd.expect_search)),
-        Case(f"stacks label={LABEL_FILTER}", "stacks", "/api/v1/stacks",
-             {"label": LABEL_FILTER, "limit": PAGE}, check=_expect(
-                 sd.expect_label, pred=lambda d: all(LABEL_FILTER in s["labels"] for s in d["data"]),
-                 what="label missing")),
+        Case("stacks first page", "stacks", "/api/v1/stacks", {"limit": PAGE}, check=_expect(sd.n_stacks)),
+        Case(
+            f"stacks offset={deep_offset_stacks}",
+            "stacks",
+            "/api/v1/stacks",
+            {"limit": PAGE, "offset": deep_offset_stacks},
+            check=_expect(sd.n_stacks),
+        ),
+        Case(
+            f"stacks q={SEARCH_Q}",
+            "stacks",
+            "/api/v1/stacks",
+            {"q": SEARCH_Q, "limit": PAGE},
+            check=_expect(sd.expect_search),
+        ),
+        Case(
+            f"stacks label={LABEL_FILTER}",
+            "stacks",
+            "/api/v1/stacks",
+            {"label": LABEL_FILTER, "limit": PAGE},
+            check=_expect(
+                sd.expect_label,
+                pred=lambda d: all(LABEL_FILTER in s["labels"] for s in d["data"]),
+                what="label missing",
+            ),
+        ),
         Case("baseline audit (memory)", "audit", "/bare/audit", baseline=True),
-        Case("audit first page", "audit", "/api/v1/audit", {"limit": PAGE},
-             check=_expect(sd.n_events, pred=lambda d: d["next_before_id"] is not None)),
-        Case(f"audit before_id={before} (keyset)", "audit", "/api/v1/audit",
-             {"limit": PAGE, "before_id": before}, check=_expect(
-                 sd.n_events, pred=lambda d: all(e["id"] < before for e in d["data"]), what="ids")),
-        Case(f"audit category={CATEGORY_FILTER}", "audit", "/api/v1/audit",
-             {"category": CATEGORY_FILTER, "limit": PAGE}, check=_expect(
-                 sd.expect_category,
-                 pred=lambda d: all(e["category"] == CATEGORY_FILTER for e in d["data"]),
-                 what="category")),
-        Case(f"audit offset={deep_offset_audit} (ref)", "audit", "/api/v1/audit",
-             {"limit": PAGE, "offset": deep_offset_audit}, check=_expect(sd.n_events),
-             note="reference only: the same deep page by OFFSET instead of the keyset cursor"),
-    ]  # fmt: skip
+        Case(
+            "audit first page",
+            "audit",
+            "/api/v1/audit",
+            {"limit": PAGE},
+            check=_expect(sd.n_events, pred=lambda d: d["next_before_id"] is not None),
+        ),
+        Case(
+            f"audit before_id={before} (keyset)",
+            "audit",
+            "/api/v1/audit",
+            {"limit": PAGE, "before_id": before},
+            check=_expect(sd.n_events, pred=lambda d: all(e["id"] < before for e in d["data"]), what="ids"),
+        ),
+        Case(
+            f"audit category={CATEGORY_FILTER}",
+            "audit",
+            "/api/v1/audit",
+            {"category": CATEGORY_FILTER, "limit": PAGE},
+            check=_expect(
+                sd.expect_category,
+                pred=lambda d: all(e["category"] == CATEGORY_FILTER for e in d["data"]),
+                what="category",
+            ),
+        ),
+        Case(
+            f"audit offset={deep_offset_audit} (ref)",
+            "audit",
+            "/api/v1/audit",
+            {"limit": PAGE, "offset": deep_offset_audit},
+            check=_expect(sd.n_events),
+            note="reference only: the same deep page by OFFSET instead of the keyset cursor",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------------------- SQL capture & plans
@@ -582,15 +668,15 @@ def _raw_exec(engine: Engine, sql: str, params: Any) -> list[tuple]:
 BIG = 10_000  # rows: above this a per-request O(rows) step is a problem, below it information
 
 
-def explain(engine: Engine, q: Captured, case: Case, count_value: int | None,
-            org_rows: dict[str, int], repeats: int) -> None:  # fmt: skip
+def explain(
+    engine: Engine, q: Captured, case: Case, count_value: int | None, org_rows: dict[str, int], repeats: int
+) -> None:
     """Fill q.plan and q.flags; flags are "PROBLEM: ..." or "info: ..."."""
     tables = ("stack", "audit_event", "stack_label")
     flags: list[str] = []
     low = " ".join(q.sql.lower().split())
     bounded = q.kind == "labels"  # labels of one page: at most page x labels rows, always small
-    residual = [w for w, pat in (("substring search", " like "), ("label filter", "exists ("))
-                if pat in low]  # fmt: skip
+    residual = [w for w, pat in (("substring search", " like "), ("label filter", "exists (")) if pat in low]
     if engine.dialect.name == "sqlite":
         rows = _raw_exec(engine, "EXPLAIN QUERY PLAN " + q.sql, q.params)
         q.plan = [r[3] for r in rows]
@@ -614,8 +700,10 @@ def explain(engine: Engine, q: Captured, case: Case, count_value: int | None,
                 )
             if "TEMP B-TREE" in line:
                 level = "info" if bounded else "PROBLEM"
-                flags.append(f"{level}: sort without an index ({line})"
-                             + (" on at most one page of labels" if bounded else ""))  # fmt: skip
+                flags.append(
+                    f"{level}: sort without an index ({line})"
+                    + (" on at most one page of labels" if bounded else "")
+                )
     else:
         rows = _raw_exec(engine, "EXPLAIN (ANALYZE, BUFFERS) " + q.sql, q.params)
         q.plan = [r[0] for r in rows]
@@ -624,14 +712,19 @@ def explain(engine: Engine, q: Captured, case: Case, count_value: int | None,
         node: list[Any] | None = None
         loops = 1
         for line in q.plan:
-            m = re.search(r"(Index Only Scan|Index Scan|Bitmap Heap Scan|Seq Scan)(?: Backward)?"
-                          r"(?: using \w+)? on (\w+).*actual time=\S+ rows=(\d+) loops=(\d+)", line)  # fmt: skip
+            m = re.search(
+                r"(Index Only Scan|Index Scan|Bitmap Heap Scan|Seq Scan)(?: Backward)?"
+                r"(?: using \w+)? on (\w+).*actual time=\S+ rows=(\d+) loops=(\d+)",
+                line,
+            )
             if m:
                 loops = int(m.group(4))
                 node = [m.group(2), int(m.group(3)) * loops, 0, line.strip(), "", m.group(1)]
                 nodes.append(node)
                 continue
-            if node is not None and (m := re.search(r"Rows Removed by (?:Filter|Index Recheck): (\d+)", line)):
+            if node is not None and (
+                m := re.search(r"Rows Removed by (?:Filter|Index Recheck): (\d+)", line)
+            ):
                 node[2] += int(m.group(1)) * loops
             elif node is not None and (m := re.match(r"\s*Filter: (.*)", line)):
                 node[4] = m.group(1)
@@ -662,11 +755,15 @@ def explain(engine: Engine, q: Captured, case: Case, count_value: int | None,
                         "org_id matches every row (one org), so an index would not narrow it"
                     )
                 else:
-                    flags.append(f"PROBLEM: FULL TABLE SCAN of {table}: {visited} rows read, "
-                                 f"{removed} removed by a filter no index serves ({line})")  # fmt: skip
+                    flags.append(
+                        f"PROBLEM: FULL TABLE SCAN of {table}: {visited} rows read, "
+                        f"{removed} removed by a filter no index serves ({line})"
+                    )
             elif removed and removed > 10 * PAGE:
-                flags.append(f"PROBLEM: {table} index scan reads {visited} rows, {removed} removed by "
-                             f"a filter the index cannot serve ({line})")  # fmt: skip
+                flags.append(
+                    f"PROBLEM: {table} index scan reads {visited} rows, {removed} removed by "
+                    f"a filter the index cannot serve ({line})"
+                )
             elif visited > 10 * PAGE and q.kind != "count":
                 level = "PROBLEM" if visited >= BIG else "info"
                 flags.append(f"{level}: reads {visited} rows of {table} ({line})")
@@ -678,12 +775,27 @@ def explain(engine: Engine, q: Captured, case: Case, count_value: int | None,
         level = "PROBLEM" if off >= BIG else "info"
         flags.append(f"{level}: OFFSET {off} reads and discards {off} rows before the page")
     q.flags = list(dict.fromkeys(flags))
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _raw_exec(engine, q.sql, q.params)
-        samples.append(time.perf_counter() - t)
-    q.direct_ms = round(statistics.median(samples) * 1000, 3)
+    q.direct_ms = round(direct_ms(engine, q.sql, q.params, repeats), 3)
+
+
+def direct_ms(engine: Engine, sql: str, params: Any, repeats: int) -> float:
+    """Median of execute + fetchall on one driver connection (no pool checkout, ping or commit)."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(sql, params)  # warm the statement / plan caches
+        cur.fetchall()
+        samples = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            cur.execute(sql, params)
+            cur.fetchall()
+            samples.append(time.perf_counter() - t)
+        cur.close()
+        raw.rollback()
+        return statistics.median(samples) * 1000
+    finally:
+        raw.close()
 
 
 # ---------------------------------------------------------------------------- measurement
@@ -699,18 +811,24 @@ class CaseResult:
     def stats(self) -> dict[str, float]:
         s = sorted(self.samples)
         return {
-            "n": len(s), "p50_ms": pct(s, 50) * 1000, "p95_ms": pct(s, 95) * 1000,
+            "n": len(s),
+            "p50_ms": pct(s, 50) * 1000,
+            "p95_ms": pct(s, 95) * 1000,
             "mean_ms": statistics.fmean(s) * 1000 if s else float("nan"),
-            "min_ms": s[0] * 1000 if s else float("nan"), "max_ms": s[-1] * 1000 if s else float("nan"),
-        }  # fmt: skip
+            "min_ms": s[0] * 1000 if s else float("nan"),
+            "max_ms": s[-1] * 1000 if s else float("nan"),
+        }
 
 
 def run_db(target: DbTarget, args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     settings = load_settings(
-        data_dir=target.data_dir, database_url=target.url, argon2_time_cost=1,
-        argon2_memory_kib=1024, secret_key=secrets.token_urlsafe(48),
-    )  # fmt: skip
+        data_dir=target.data_dir,
+        database_url=target.url,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        secret_key=secrets.token_urlsafe(48),
+    )
     setup: dict[str, float] = {}
     with timed(setup, "migrate_s"):
         migrate(settings)
@@ -721,18 +839,21 @@ def run_db(target: DbTarget, args: argparse.Namespace) -> dict[str, Any]:
         ctx.engine.dispose()
 
 
-def _run_with_ctx(ctx: AppContext, target: DbTarget, args: argparse.Namespace,
-                  setup: dict[str, float], t_start: float) -> dict[str, Any]:  # fmt: skip
+def _run_with_ctx(
+    ctx: AppContext, target: DbTarget, args: argparse.Namespace, setup: dict[str, float], t_start: float
+) -> dict[str, Any]:
     say(f"\n=== {target.kind}: seeding {args.stacks:,} stacks and {args.events:,} audit events ...")
     sd = seed(ctx, args.stacks, args.events)
     sd.timings.update(setup)
     check_chain(ctx, sd)
     t = sd.timings
     extra = f", VACUUM ANALYZE {t['vacuum_analyze_s']:.1f}s" if "vacuum_analyze_s" in t else ""
-    say(f"    stacks {t['stacks_s']:.1f}s, audit events {t['events_s']:.1f}s "
+    say(
+        f"    stacks {t['stacks_s']:.1f}s, audit events {t['events_s']:.1f}s "
         f"(hash chain {t['events_hash_s']:.1f}s){extra}; "
         f"verify_chain: {sd.verify['checked']:,} events OK in {sd.verify['seconds']:.1f}s "
-        f"= {sd.verify['events_per_s']:,} events/s")  # fmt: skip
+        f"= {sd.verify['events_per_s']:,} events/s"
+    )
 
     cases = build_cases(sd)
     pages: dict[str, dict] = {}
@@ -743,10 +864,15 @@ def _run_with_ctx(ctx: AppContext, target: DbTarget, args: argparse.Namespace,
     counts: dict[str, int | None] = {}
     truncated = False
     rounds_done = 0
-    with BackgroundServer(app) as srv, httpx.Client(
-        base_url=f"http://127.0.0.1:{srv.port}", headers={"Authorization": f"Bearer {sd.token}"},
-        timeout=30.0, trust_env=False,
-    ) as client:  # fmt: skip
+    with (
+        BackgroundServer(app) as srv,
+        httpx.Client(
+            base_url=f"http://127.0.0.1:{srv.port}",
+            headers={"Authorization": f"Bearer {sd.token}"},
+            timeout=30.0,
+            trust_env=False,
+        ) as client,
+    ):
         # 1. one call per real case: check the answer, capture its SQL, keep first pages.
         client.get(cases[1].url).raise_for_status()  # first call verifies the token (argon2)
         for c in cases:
@@ -782,9 +908,15 @@ def _run_with_ctx(ctx: AppContext, target: DbTarget, args: argparse.Namespace,
             for c in cases:
                 client.get(c.url).raise_for_status()
         gc.collect()
-        deadline = time.monotonic() + args.budget
+        # Per-database budget, also cut so that the whole run ends within --max-seconds: keep 10 s
+        # for this database's plans and clean-up, 30 s to seed each database still to come, and
+        # share the rest fairly with their measurements.
+        now = time.monotonic()
+        share = (args.run_deadline - now - 10 - 30 * args.pending) / (1 + args.pending)
+        deadline = now + min(args.budget, share)
+        min_rounds = min(args.requests, 20)
         for rnd in range(args.requests):
-            if time.monotonic() > deadline:
+            if rnd >= min_rounds and time.monotonic() > deadline:
                 truncated = True
                 break
             k = rnd % len(cases)
@@ -818,75 +950,120 @@ def _run_with_ctx(ctx: AppContext, target: DbTarget, args: argparse.Namespace,
 # ---------------------------------------------------------------------------- reporting
 
 
-def make_report(target: DbTarget, args: argparse.Namespace, sd: Seeded, cases: list[Case],
-                results: dict[str, CaseResult], captured: list[Captured], truncated: bool,
-                rounds: int) -> dict[str, Any]:  # fmt: skip
+def make_report(
+    target: DbTarget,
+    args: argparse.Namespace,
+    sd: Seeded,
+    cases: list[Case],
+    results: dict[str, CaseResult],
+    captured: list[Captured],
+    truncated: bool,
+    rounds: int,
+) -> dict[str, Any]:
     base = {c.group: results[c.name].stats() for c in cases if c.baseline}
     rows = []
     for c in cases:
         st = results[c.name].stats()
         b = base[c.group]
         mine = [q for q in captured if q.case == c.name]
-        rows.append({
-            "case": c.name, "group": c.group, "url": c.url, "baseline": c.baseline, "note": c.note,
-            **{k: round(v, 3) if isinstance(v, float) else v for k, v in st.items()},
-            "ratio_p50": round(st["p50_ms"] / b["p50_ms"], 2),
-            "ratio_p95": round(st["p95_ms"] / b["p95_ms"], 2),
-            "sql_statements_per_request": results[c.name].statements_per_request,
-            "transactions_per_request": results[c.name].transactions_per_request,
-            "list_sql_direct_ms": round(sum(q.direct_ms or 0 for q in mine), 3),
-            "count_sql_direct_ms": round(sum(q.direct_ms or 0 for q in mine if q.kind == "count"), 3),
-        })  # fmt: skip
+        rows.append(
+            {
+                "case": c.name,
+                "group": c.group,
+                "url": c.url,
+                "baseline": c.baseline,
+                "note": c.note,
+                **{k: round(v, 3) if isinstance(v, float) else v for k, v in st.items()},
+                "ratio_p50": round(st["p50_ms"] / b["p50_ms"], 2),
+                "ratio_p95": round(st["p95_ms"] / b["p95_ms"], 2),
+                "sql_statements_per_request": results[c.name].statements_per_request,
+                "transactions_per_request": results[c.name].transactions_per_request,
+                "list_sql_direct_ms": round(sum(q.direct_ms or 0 for q in mine), 3),
+                "count_sql_direct_ms": round(sum(q.direct_ms or 0 for q in mine if q.kind == "count"), 3),
+            }
+        )
     return {
         "db": target.kind,
         "db_info": target.info,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "uvicorn": uvicorn.__version__},  # fmt: skip
-        "params": {"stacks": sd.n_stacks, "events": sd.n_events, "page": PAGE,
-                   "requests_per_case": args.requests, "rounds_done": rounds, "warmup_rounds": args.warmup,
-                   "budget_s": args.budget, "truncated_by_budget": truncated,
-                   "interleaved": "round-robin, rotating start"},  # fmt: skip
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "uvicorn": uvicorn.__version__,
+        },
+        "params": {
+            "stacks": sd.n_stacks,
+            "events": sd.n_events,
+            "page": PAGE,
+            "requests_per_case": args.requests,
+            "rounds_done": rounds,
+            "warmup_rounds": args.warmup,
+            "budget_s": args.budget,
+            "truncated_by_budget": truncated,
+            "interleaved": "round-robin, rotating start",
+        },
         "seed": sd.timings,
         "verify_chain": sd.verify,
         "cases": rows,
         "queries": [q.__dict__ | {"params": repr(q.params)} for q in captured],
         "problems": [
             {"case": q.case, "kind": q.kind, "flag": f, "direct_ms": q.direct_ms}
-            for q in captured for f in q.flags if f.startswith("PROBLEM")
-        ],  # fmt: skip
+            for q in captured
+            for f in q.flags
+            if f.startswith("PROBLEM")
+        ],
     }
 
 
 def short_sql(sql: str, width: int = 200) -> str:
     sql = " ".join(sql.split())
     sql = re.sub(r"SELECT (?!count\()[^()]+? FROM", "SELECT ... FROM", sql)
-    sql = re.sub(r"\((?:\?|%\(\w+\)s)(?:, (?:\?|%\(\w+\)s))+\)",
-                 lambda m: f"({m.group(0).count(',') + 1} params)", sql)  # fmt: skip
+    sql = re.sub(
+        r"\((?:\?|%\(\w+\)s)(?:, (?:\?|%\(\w+\)s))+\)", lambda m: f"({m.group(0).count(',') + 1} params)", sql
+    )
     return sql if len(sql) <= width else sql[: width - 3] + "..."
 
 
 def print_report(rep: dict[str, Any]) -> None:
     p = rep["params"]
-    say(f"\n--- {rep['db']}: {p['stacks']:,} stacks, {p['events']:,} audit events, page {p['page']}; "
+    say(
+        f"\n--- {rep['db']}: {p['stacks']:,} stacks, {p['events']:,} audit events, page {p['page']}; "
         f"{p['rounds_done']} interleaved requests/case after {p['warmup_rounds']} warm-up rounds"
-        + ("  [STOPPED EARLY: time budget]" if p["truncated_by_budget"] else ""))  # fmt: skip
+        + (
+            f"  [STOPPED EARLY: time budget, {p['rounds_done']} of {p['requests_per_case']} rounds]"
+            if p["truncated_by_budget"]
+            else ""
+        )
+    )
     say("    x = real / baseline (bare FastAPI, same page from memory, same server, same run);")
     say("    SQL = list statements per request (+ auth); SQL ms = their direct median, of which count(*)")
     w = max(len(r["case"]) for r in rep["cases"]) + 2
-    say(f"    {'case':<{w}}{'p50 ms':>8}{'p95 ms':>8}{'x p50':>7}{'x p95':>7}{'SQL':>5}"
-        f"{'SQL ms':>8}{'count':>7}")  # fmt: skip
+    say(
+        f"    {'case':<{w}}{'p50 ms':>8}{'p95 ms':>8}{'x p50':>7}{'x p95':>7}{'SQL':>5}"
+        f"{'SQL ms':>8}{'count':>7}"
+    )
     for r in rep["cases"]:
         if r["baseline"] and r is not rep["cases"][0]:
             say("")
-        tail = (f"{r['sql_statements_per_request']:>5}{r['list_sql_direct_ms']:>8.2f}"
-                f"{r['count_sql_direct_ms']:>7.2f}") if not r["baseline"] else f"{'-':>5}"  # fmt: skip
-        say(f"    {r['case']:<{w}}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}"
-            f"{r['ratio_p50']:>7.2f}{r['ratio_p95']:>7.2f}{tail}")  # fmt: skip
+        tail = (
+            (
+                f"{r['sql_statements_per_request']:>5}{r['list_sql_direct_ms']:>8.2f}"
+                f"{r['count_sql_direct_ms']:>7.2f}"
+            )
+            if not r["baseline"]
+            else f"{'-':>5}"
+        )
+        say(
+            f"    {r['case']:<{w}}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}"
+            f"{r['ratio_p50']:>7.2f}{r['ratio_p95']:>7.2f}{tail}"
+        )
     txns = {r["transactions_per_request"] for r in rep["cases"] if not r["baseline"]}
     if rep["db"] == "sqlite" and txns - {0}:
-        say(f"    note: each list request opens {'/'.join(map(str, sorted(txns)))} BEGIN IMMEDIATE "
-            "transaction(s), i.e. takes the SQLite write lock to read")  # fmt: skip
+        say(
+            f"    note: each list request opens {'/'.join(map(str, sorted(txns)))} BEGIN IMMEDIATE "
+            "transaction(s), i.e. takes the SQLite write lock to read"
+        )
 
     how = "EXPLAIN QUERY PLAN" if rep["db"] == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS)"
     say(f"\n    plans ({how}) of the SQL each list call ran; direct = median of the bare statement")
@@ -915,20 +1092,35 @@ def print_report(rep: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default=None,
-                    help="default: both if PostgreSQL answers on 127.0.0.1:5432, else sqlite")  # fmt: skip
+    ap.add_argument(
+        "--db",
+        choices=["sqlite", "postgres", "both"],
+        default=None,
+        help="default: both if PostgreSQL answers on 127.0.0.1:5432, else sqlite",
+    )
     ap.add_argument("--requests", type=int, default=None, help="measured requests per case (default 300)")
     ap.add_argument("--quick", action="store_true", help="CI smoke: ~50 requests per case")
     ap.add_argument("--stacks", type=int, default=5000)
     ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--budget", type=float, default=None,
-                    help="max seconds of measurement per database (default 50; --quick 20)")  # fmt: skip
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="max seconds of measurement per database (default 90; --quick 20)",
+    )
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=170.0,
+        help="wall-clock cap for the whole run: measurement stops early to stay within it (default 170)",
+    )
     args = ap.parse_args(argv)
     if args.requests is None:
         args.requests = 50 if args.quick else 300
     if args.budget is None:
-        args.budget = 20.0 if args.quick else 50.0
-    args.warmup = max(5, min(30, args.requests // 10))
+        args.budget = 20.0 if args.quick else 90.0
+    args.warmup = max(5, min(10, args.requests // 10))
+    args.run_deadline = time.monotonic() + args.max_seconds
     args.query_repeats = 5 if args.quick else 15
     if args.stacks < 2 * PAGE or args.events < 2 * PAGE:
         ap.error(f"need at least {2 * PAGE} stacks and events")
@@ -940,15 +1132,18 @@ def main(argv: list[str] | None = None) -> int:
         if not pg_user:
             say("PostgreSQL not reachable on 127.0.0.1:5432: running SQLite only")
     if args.db in ("postgres", "both") and not pg_user:
-        say("ERROR: PostgreSQL on 127.0.0.1:5432 is not reachable (tried roles postgres, "
-            f"{getpass.getuser()} with trust auth)")  # fmt: skip
+        say(
+            "ERROR: PostgreSQL on 127.0.0.1:5432 is not reachable (tried roles postgres, "
+            f"{getpass.getuser()} with trust auth)"
+        )
         return 2
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary = []
-    for db in dbs:
+    for i, db in enumerate(dbs):
+        args.pending = len(dbs) - i - 1
         target_cm = sqlite_target() if db == "sqlite" else postgres_target(pg_user)  # type: ignore[arg-type]
         with target_cm as target:
             rep = run_db(target, args)

@@ -33,7 +33,7 @@ class AuthState(rx.State):
         """Validate the session cookie against the database; raises SessionExpired."""
         headers = self.router.headers
         token = self._session_token()
-        ip = headers.raw_headers.get("x-forwarded-for", "").split(",")[0].strip() or None
+        ip = self.router.session.client_ip or None
         try:
             return await run_db(
                 lambda s: get_context().auth.session_principal(s, token, ip, headers.user_agent)
@@ -42,8 +42,10 @@ class AuthState(rx.State):
             raise SessionExpired(str(exc)) from None
 
     def _login_redirect(self):
-        path = self.router.url.path or "/"
-        return rx.redirect(f"/login?next={quote(path)}")
+        target = self.router.url.path or "/"
+        if self.router.url.query:
+            target += "?" + self.router.url.query
+        return rx.redirect(f"/login?next={quote(target, safe='')}")
 
     @rx.event
     async def check_session(self):

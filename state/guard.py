@@ -46,5 +46,7 @@ class SessionGuard(Middleware):
         token = session_cookie(state.router.headers.cookie)
         if await asyncio.to_thread(_valid, token):
             return None
-        redirect = rx.redirect(f"/login?next={quote(path)}")
+        if state.router.url.query:
+            path += "?" + state.router.url.query
+        redirect = rx.redirect(f"/login?next={quote(path, safe='')}")
         return StateUpdate(delta={}, events=Event.from_event_type([redirect]))

@@ -11,6 +11,7 @@ def _safe_next(target: str) -> str:
 
 class LoginState(AuthState):
     error: str = ""
+    notice: str = ""
     retry_after: str = ""
     next_url: str = "/"
 
@@ -18,6 +19,7 @@ class LoginState(AuthState):
     async def load(self):
         params = self.router.url.query_parameters
         self.error = params.get("error", "")[:200]
+        self.notice = params.get("notice", "")[:200]
         self.retry_after = params.get("retry_after", "")[:10]
         self.next_url = _safe_next(params.get("next", "/"))
         # Already logged in? Go straight on.

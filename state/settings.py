@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import quote
 
 import reflex as rx
 
@@ -269,3 +270,38 @@ class SettingsState(AuthState):
             return rx.toast.error(exc.message)
         self.revoking, self.revoke_open, self.revoke_id = False, False, ""
         return rx.toast.success(f"Revoked token {name}")
+
+
+class PasswordState(AuthState):
+    """Your account: change your own password (all your sessions end)."""
+
+    password_errors: dict[str, str] = {}
+    password_saving: bool = False
+
+    @rx.event
+    async def change_password(self, form_data: dict):
+        current = str(form_data.get("current_password") or "")
+        new = str(form_data.get("new_password") or "")
+        confirm = str(form_data.get("confirm_password") or "")
+        if new != confirm:
+            self.password_errors = {"confirm_password": "the two new passwords do not match"}
+            return
+        self.password_saving, self.password_errors = True, {}
+        try:
+            principal = await self._principal()
+            await run_db(lambda s: get_context().auth.change_password(s, principal, current, new))
+        except SessionExpired:
+            self.password_saving = False
+            return self._login_redirect()
+        except FieldError as exc:
+            self.password_saving = False
+            self.password_errors = {exc.field: exc.message}
+            return rx.toast.error(exc.message)
+        except ServiceError as exc:
+            self.password_saving = False
+            return rx.toast.error(exc.message)
+        self.password_saving = False
+        # Every session of this user ended, including this one: log in again.
+        return rx.redirect(
+            "/login?notice=" + quote("Password changed. Log in with your new password.", safe="")
+        )

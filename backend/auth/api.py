@@ -34,6 +34,12 @@ class Identity(BaseModel):
     role: Role
 
 
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
@@ -190,6 +196,18 @@ def me(principal: PrincipalDep) -> Identity:
         org_id=principal.org_id,
         role=principal.role,
     )
+
+
+@router.post("/auth/password", status_code=204)
+def change_password(body: PasswordChange, request: Request, principal: PrincipalDep, ctx: CtxDep) -> Response:
+    """Change your own password. All your sessions end (log in again with the new password)."""
+    with ctx.session() as s:
+        ctx.auth.change_password(s, principal, body.current_password, body.new_password)
+    response = Response(status_code=204)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=ctx.settings.secure_cookies
+    )
+    return response
 
 
 def _token_public(tok) -> dict:

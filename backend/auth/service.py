@@ -20,7 +20,7 @@ from backend.audit import service as audit
 from backend.auth.models import ApiToken, Membership, Organization, Role, User, UserSession
 from backend.auth.principal import Principal, system_principal
 from backend.auth.ratelimit import LoginRateLimiter
-from backend.errors import Conflict, FieldError, NotAuthenticated, NotFound
+from backend.errors import Conflict, FieldError, Forbidden, NotAuthenticated, NotFound
 from backend.timeutil import iso, new_id, utcnow
 
 TOKEN_PREFIX = "cru_"
@@ -96,6 +96,26 @@ class Auth:
         )
         return user
 
+    def change_password(self, session: Session, actor: Principal, current: str, new: str) -> None:
+        """A user changes their own password; every other session of theirs is ended."""
+        if actor.kind != "user":
+            raise Forbidden("only users have passwords; API tokens are rotated by creating a new one")
+        user = session.get(User, actor.id)
+        if user is None:
+            raise NotAuthenticated("session expired or invalid; log in again")
+        if not self._verify(user.password_hash, current):
+            raise FieldError("current_password", "current password is not correct")
+        if len(new) < MIN_PASSWORD:
+            raise FieldError("new_password", f"password must be at least {MIN_PASSWORD} characters")
+        if len(new) > 1024:
+            raise FieldError("new_password", "password must be at most 1024 characters")
+        if new == current:
+            raise FieldError("new_password", "choose a password different from the current one")
+        user.password_hash = self.hash_password(new)
+        session.add(user)
+        session.execute(delete(UserSession).where(col(UserSession.user_id) == user.id))
+        audit.record(session, actor, "user.password_change", resource_type="user", resource_id=user.id)
+
     def count_users(self, session: Session) -> int:
         return int(session.exec(select(func.count()).select_from(User)).one())
 
@@ -124,7 +144,7 @@ class Auth:
         self, session: Session, email: str, password: str, ip: str, user_agent: str | None
     ) -> tuple[str, Principal]:
         """Check the password and open a session; returns (cookie value, principal)."""
-        email = (email or "").strip().lower()[:254]
+        email = (email or "").strip().lower()[:254].replace("\x00", "")
         self.limiter.check_and_count(ip, email)
         user = session.exec(select(User).where(User.email == email)).first()
         if user is None:

@@ -63,6 +63,12 @@ class ObservabilityMiddleware:
         status_holder = {"status": 500}
         request_id = uuid.uuid4().hex[:16]
 
+        # PostgreSQL cannot store NUL characters; refuse them up front instead of failing later.
+        if b"%00" in scope.get("query_string", b"").lower() or "\x00" in scope.get("path", ""):
+            await _send_json(send, 400, {"detail": "NUL characters are not allowed in the URL"})
+            self._observe(scope, 400, start, request_id)
+            return
+
         length = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":

@@ -35,6 +35,16 @@ def login_page() -> rx.Component:
                             custom_attrs=testid("login-error"),
                         ),
                     ),
+                    rx.cond(
+                        LoginState.notice != "",
+                        rx.callout(
+                            LoginState.notice,
+                            icon="circle-check",
+                            color_scheme="green",
+                            width="100%",
+                            custom_attrs=testid("login-notice"),
+                        ),
+                    ),
                     rx.text("Email", size="2", weight="medium"),
                     rx.input(
                         name="email",

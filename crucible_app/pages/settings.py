@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from components.layout import page, rel_time, table_skeleton, testid
-from state.settings import ROLES, SettingsState
+from state.settings import ROLES, PasswordState, SettingsState
 
 MUTED = rx.color("gray", 10)
 ROLE_COLORS = [("admin", "teal"), ("member", "blue"), ("viewer", "gray")]
@@ -40,7 +40,7 @@ def _role_select(value, on_change, tid: str, prefix: str) -> rx.Component:
 def _section(title: str, hint: str, *children: rx.Component, tid: str) -> rx.Component:
     return rx.vstack(
         rx.vstack(
-            rx.heading(title, size="4"),
+            rx.heading(title, size="4", as_="h2"),
             rx.text(hint, size="2", color=MUTED),
             spacing="1",
         ),
@@ -113,6 +113,7 @@ def _member_form() -> rx.Component:
             ),
             on_submit=s.add_member,
             id="settings-member-form",
+            no_validate=True,  # the server's field messages, not the browser's bubbles
         ),
         width="100%",
     )
@@ -397,25 +398,102 @@ def _tokens() -> rx.Component:
         "API tokens",
         "Service-account tokens for the REST API and CLI, each with its own role.",
         rx.cond(
-            s.is_admin | (s.user_role == ""),  # the role is known once check_session ran
-            rx.vstack(
-                _token_form(),
-                rx.cond(s.tokens_loading, table_skeleton(3, 5), _tokens_table()),
-                _new_token_dialog(),
-                _revoke_dialog(),
-                spacing="3",
-                width="100%",
-            ),
-            rx.text(
-                "Only admins manage API tokens.",
-                size="2",
-                color=MUTED,
-                custom_attrs=testid("settings-tokens-admin-only"),
+            s.user_role == "",  # the role is known once check_session ran
+            table_skeleton(3, 5),
+            rx.cond(
+                s.is_admin,
+                rx.vstack(
+                    _token_form(),
+                    rx.cond(s.tokens_loading, table_skeleton(3, 5), _tokens_table()),
+                    _new_token_dialog(),
+                    _revoke_dialog(),
+                    spacing="3",
+                    width="100%",
+                ),
+                rx.text(
+                    "Only admins manage API tokens.",
+                    size="2",
+                    color=MUTED,
+                    custom_attrs=testid("settings-tokens-admin-only"),
+                ),
             ),
         ),
         tid="settings-tokens",
     )
 
 
+def _password_input(name: str, placeholder: str, autocomplete: str) -> rx.Component:
+    tid = name.replace("_", "-")
+    return rx.input(
+        name=name,
+        type="password",
+        placeholder=placeholder,
+        auto_complete=autocomplete,
+        width="100%",
+        color_scheme=rx.cond(PasswordState.password_errors.contains(name), "red", "gray"),
+        custom_attrs=testid(f"settings-{tid}-input"),
+    )
+
+
+def _account() -> rx.Component:
+    p = PasswordState
+    form = rx.card(
+        rx.form(
+            rx.hstack(
+                _labelled(
+                    "Current password",
+                    _password_input("current_password", "", "current-password"),
+                    _error(p.password_errors, "current_password", "settings-current-password-error"),
+                    width="220px",
+                ),
+                _labelled(
+                    "New password",
+                    _password_input("new_password", "At least 10 characters", "new-password"),
+                    _error(p.password_errors, "new_password", "settings-new-password-error"),
+                    width="220px",
+                ),
+                _labelled(
+                    "Repeat new password",
+                    _password_input("confirm_password", "", "new-password"),
+                    _error(p.password_errors, "confirm_password", "settings-confirm-password-error"),
+                    width="220px",
+                ),
+                rx.vstack(
+                    rx.text("\u00a0", size="2"),
+                    rx.button(
+                        "Change password",
+                        type="submit",
+                        variant="soft",
+                        loading=p.password_saving,
+                        custom_attrs=testid("settings-password-submit"),
+                    ),
+                    spacing="1",
+                ),
+                spacing="3",
+                align="start",
+                wrap="wrap",
+            ),
+            on_submit=p.change_password,
+            reset_on_submit=False,
+            no_validate=True,
+        ),
+        width="100%",
+    )
+    return _section(
+        "Your account",
+        "Signed in as " + SettingsState.user_label + ". Changing the password ends all your sessions.",
+        form,
+        tid="settings-account",
+    )
+
+
 def settings_page() -> rx.Component:
-    return page("settings", "Settings", _members(), rx.separator(size="4"), _tokens())
+    return page(
+        "settings",
+        "Settings",
+        _account(),
+        rx.separator(size="4"),
+        _members(),
+        rx.separator(size="4"),
+        _tokens(),
+    )

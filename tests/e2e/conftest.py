@@ -93,8 +93,14 @@ def page(browser, server):
     ctx.close()
 
 
-def login(page, server, email=None, password=None):
-    page.goto("/login")
-    page.get_by_test_id("login-email-input").fill(email or server["email"])
-    page.get_by_test_id("login-password-input").fill(password or server["password"])
-    page.get_by_test_id("login-submit").click()
+@pytest.fixture
+def login(page, server):
+    """Log in through the real form (a native POST that sets the httpOnly cookie)."""
+
+    def _login(password: str | None = None, email: str | None = None) -> None:
+        page.goto("/login")
+        page.get_by_test_id("login-email-input").fill(email or server["email"])
+        page.get_by_test_id("login-password-input").fill(password or server["password"])
+        page.get_by_test_id("login-submit").click()
+
+    return _login

@@ -7,22 +7,20 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import login
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_protected_pages_redirect_to_login_and_bad_password_is_explained(page, server):
+def test_protected_pages_redirect_to_login_and_bad_password_is_explained(page, server, login):
     page.goto("/stacks")
     expect(page).to_have_url(re.compile(r"/login/?\?next=%2Fstacks"))
-    login(page, server, password="not-the-password")
+    login(password="not-the-password")
     expect(page.get_by_test_id("login-error")).to_contain_text("invalid email or password")
     # The cookie is httpOnly: nothing the page's scripts can read.
     assert "crucible_session" not in page.evaluate("document.cookie")
 
 
-def test_stack_lifecycle_with_audit_trail(page, server):
-    login(page, server)
+def test_stack_lifecycle_with_audit_trail(page, server, login):
+    login()
     expect(page.get_by_test_id("page-title")).to_have_text("Dashboard")
     expect(page.get_by_test_id("user-email")).to_have_text(server["email"])
 
@@ -85,8 +83,8 @@ def test_stack_lifecycle_with_audit_trail(page, server):
         assert action in text, f"{action} missing from the audit page"
 
 
-def test_logout_ends_the_session_server_side(page, server):
-    login(page, server)
+def test_logout_ends_the_session_server_side(page, server, login):
+    login()
     expect(page.get_by_test_id("page-title")).to_have_text("Dashboard")
     cookies = {c["name"]: c for c in page.context.cookies()}
     session = cookies["crucible_session"]
@@ -98,10 +96,22 @@ def test_logout_ends_the_session_server_side(page, server):
     assert resp.status == 401
 
 
-def test_theme_toggle_switches_color_mode(page, server):
-    login(page, server)
+def test_theme_toggle_switches_color_mode(page, server, login):
+    login()
     expect(page.get_by_test_id("page-title")).to_have_text("Dashboard")
     html = page.locator("html")
     before = html.get_attribute("class") or ""
     page.get_by_test_id("theme-toggle").click()
     expect(html).not_to_have_class(before)
+
+
+def test_every_ui_event_revalidates_the_session(page, server, login):
+    """A session ended elsewhere (logout on another device) stops the open tab at its next event."""
+    login()
+    page.goto("/stacks")
+    expect(page.get_by_test_id("page-title")).to_have_text("Stacks")
+    # End the session server-side through the API, with the same cookie, without a page load.
+    resp = page.request.post("/api/v1/auth/logout")
+    assert resp.status == 204
+    page.get_by_test_id("stacks-search-input").fill("anything")
+    expect(page).to_have_url(re.compile(r"/login"))

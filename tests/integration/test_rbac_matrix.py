@@ -56,6 +56,7 @@ class Rule:
     body: Callable[[Cell], dict[str, Any]] | None = None
     params: dict[str, str] | None = None
     effect: Callable[[Cell, Any], None] | None = None  # asserts the effect of an allowed call
+    users_only: bool = False  # API tokens get 403 whatever their role
 
 
 # ----------------------------------------------------------------------------- effects
@@ -131,6 +132,11 @@ def _logged_out(cell: Cell, _response) -> None:
         assert _me(cell, cell.caller.headers).status_code == 200
 
 
+def _password_changed(cell: Cell, _response) -> None:
+    assert _me(cell, cell.caller.headers).status_code == 401  # every session of the user ended
+    cell.world.login(cell.caller.email, "a brand new password")
+
+
 def _login_body(cell: Cell) -> dict[str, Any]:
     user = cell.world.user(Role.viewer, cell.caller_org, login=False)
     return {"email": user.email, "password": user.password}
@@ -153,11 +159,15 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/metrics"): Rule(None, 200),
     ("GET", "/api/v1/openapi.json"): Rule(None, 200),
     ("GET", "/api/v1/docs"): Rule(None, 200),
-    ("GET", "/docs/oauth2-redirect"): Rule(None, 200),
+    ("GET", "/api/v1/docs/oauth2-redirect"): Rule(None, 200),
     ("POST", "/api/v1/auth/login"): Rule(None, 200, body=_login_body),
     ("POST", "/api/v1/auth/logout"): Rule(None, 204, effect=_logged_out),
     # identity and people
     ("GET", "/api/v1/auth/me"): Rule(V, 200, effect=_me_is_caller),
+    ("POST", "/api/v1/auth/password"): Rule(
+        V, 204, users_only=True, effect=_password_changed,
+        body=lambda c: {"current_password": c.caller.password or "x", "new_password": "a brand new password"},
+    ),  # fmt: skip
     ("GET", "/api/v1/users"): Rule(V, 200),
     ("POST", "/api/v1/users"): Rule(A, 201, body=_new_user_body, effect=_user_created_in_caller_org),
     # tokens
@@ -208,6 +218,8 @@ def _expected(rule: Rule, cell: Cell) -> int:
     if cell.caller.kind == "anonymous":
         return 401
     if not cell.caller.role.at_least(rule.min_role):
+        return 403
+    if rule.users_only and cell.caller.kind != "session":
         return 403
     if cell.scope == "other" and rule.resource:
         return 404
