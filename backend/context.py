@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from backend.auth.ratelimit import LoginRateLimiter
 from backend.auth.service import Auth
 from backend.config import Settings, load_settings
 from backend.db import make_engine, session_scope
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,9 +31,19 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with session_scope(self.engine) as s:
+    def session(self, readonly: bool = False) -> Iterator[Session]:
+        with session_scope(self.engine, readonly=readonly) as s:
             yield s
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in a read transaction. A rare incidental write (a last-seen stamp) that
+        SQLite refuses to upgrade from a stale snapshot is retried as a write transaction."""
+        try:
+            with self.session(readonly=True) as s:
+                return fn(s)
+        except OperationalError:
+            with self.session() as s:
+                return fn(s)
 
 
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:

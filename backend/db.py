@@ -13,6 +13,7 @@ from sqlmodel import Session, create_engine, text
 from backend.config import Settings
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+READONLY_OPTION = "crucible_readonly"
 
 
 def make_engine(url: str) -> Engine:
@@ -33,16 +34,23 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers take no lock (WAL); writers take the write lock up front.
+            readonly = conn.get_execution_options().get(READONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back everything on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back everything on any error.
+
+    ``readonly`` opens a deferred transaction on SQLite, so concurrent readers do not queue
+    behind each other for the write lock (a write inside it still works, upgrading the lock).
+    """
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -28,13 +28,16 @@ def current_principal(request: Request, ctx: CtxDep) -> Principal:
     ip = client_ip(request)
     ua = request.headers.get("user-agent")
     header = request.headers.get("authorization", "")
-    with ctx.session() as s:
+
+    def resolve(s) -> Principal:
         if header:
             scheme, _, credentials = header.partition(" ")
             if scheme.lower() != "bearer" or not credentials.strip():
                 raise NotAuthenticated("Authorization header must be 'Bearer <token>'")
             return ctx.auth.token_principal(s, credentials.strip(), ip, ua)
         return ctx.auth.session_principal(s, request.cookies.get(SESSION_COOKIE), ip, ua)
+
+    return ctx.read(resolve)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

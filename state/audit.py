@@ -105,7 +105,9 @@ class AuditState(AuthState):
 
     @rx.var
     def count_label(self) -> str:
-        return f"{self.count} event{'' if self.count == 1 else 's'}"
+        if self.count > service.COUNT_CAP:
+            return f"{service.COUNT_CAP:,}+ events"
+        return f"{self.count:,} event{'' if self.count == 1 else 's'}"
 
     @rx.var
     def range_label(self) -> str:
@@ -197,7 +199,7 @@ class AuditState(AuthState):
             return service.list_events(s, principal, f, limit=PAGE_SIZE + 1, before_id=before_id)
 
         try:
-            events, count = await run_db(_q)
+            events, count = await run_db(_q, readonly=True)
         except ServiceError as exc:
             self.loading = False
             return rx.toast.error(exc.message)

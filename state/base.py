@@ -36,7 +36,8 @@ class AuthState(rx.State):
         ip = self.router.session.client_ip or None
         try:
             return await run_db(
-                lambda s: get_context().auth.session_principal(s, token, ip, headers.user_agent)
+                lambda s: get_context().auth.session_principal(s, token, ip, headers.user_agent),
+                readonly=True,
             )
         except NotAuthenticated as exc:
             raise SessionExpired(str(exc)) from None

@@ -31,7 +31,7 @@ class DashboardState(AuthState):
     loading: bool = True
     stacks_total: int = 0
     members_total: int = 0
-    events_24h: int = 0
+    events_24h: str = "0"
     by_tool: list[ToolCount] = []
     recent: list[RecentEvent] = []
 
@@ -55,8 +55,9 @@ class DashboardState(AuthState):
                 events,
             )
 
-        total, by_tool, members, n24, events = await run_db(_q)
-        self.stacks_total, self.members_total, self.events_24h = total, members, n24
+        total, by_tool, members, n24, events = await run_db(_q, readonly=True)
+        self.stacks_total, self.members_total = total, members
+        self.events_24h = f"{audit_service.COUNT_CAP:,}+" if n24 > audit_service.COUNT_CAP else f"{n24:,}"
         self.by_tool = [ToolCount(t, n) for t, n in sorted(by_tool.items(), key=lambda kv: -kv[1])]
         self.recent = [
             RecentEvent(e.action, e.actor, e.resource_id or "", relative(e.at), exact(iso(e.at)))

@@ -31,8 +31,7 @@ def session_cookie(raw_cookie_header: str) -> str | None:
 def _valid(token: str | None) -> bool:
     ctx = get_context()
     try:
-        with ctx.session() as s:
-            ctx.auth.session_principal(s, token)
+        ctx.read(lambda s: ctx.auth.session_principal(s, token))
         return True
     except NotAuthenticated:
         return False

@@ -15,11 +15,15 @@ from backend.timeutil import as_utc, utcnow
 T = TypeVar("T")
 
 
-async def run_db(fn: Callable[[Session], T]) -> T:
-    """Run ``fn(session)`` in one transaction on a worker thread (never block the UI loop)."""
+async def run_db(fn: Callable[[Session], T], readonly: bool = False) -> T:
+    """Run ``fn(session)`` in one transaction on a worker thread (never block the UI loop).
+    ``readonly`` for loads: no write lock on SQLite."""
 
     def _call() -> T:
-        with get_context().session() as s:
+        ctx = get_context()
+        if readonly:
+            return ctx.read(fn)
+        with ctx.session() as s:
             return fn(s)
 
     return await asyncio.to_thread(_call)

@@ -101,7 +101,7 @@ class SettingsState(AuthState):
             return auth.list_members(s, principal), (auth.list_tokens(s, principal) if admin else [])
 
         try:
-            members, tokens = await run_db(_q)
+            members, tokens = await run_db(_q, readonly=True)
         except ServiceError as exc:
             self.members_loading = self.tokens_loading = False
             return rx.toast.error(exc.message)

@@ -118,7 +118,7 @@ class StacksState(AuthState):
         def _q(s):
             return service.list_stacks(s, principal, query), service.all_labels(s, principal)
 
-        (data, count), labels = await run_db(_q)
+        (data, count), labels = await run_db(_q, readonly=True)
         self.rows = [_row(s) for s in data]
         self.count = count
         self.labels_available = labels
@@ -223,7 +223,7 @@ class StackDetailState(AuthState):
             return st, audit_service.list_for_resource(s, principal, st.id, limit=10)
 
         try:
-            st, events = await run_db(_q)
+            st, events = await run_db(_q, readonly=True)
         except NotFound:
             self.not_found, self.loading = True, False
             return
@@ -318,7 +318,7 @@ class StackFormState(AuthState):
             return self._login_redirect()
         stack_id = self.stack_id
         try:
-            st = await run_db(lambda s: service.get_stack(s, principal, stack_id))
+            st = await run_db(lambda s: service.get_stack(s, principal, stack_id), readonly=True)
         except NotFound:
             self.not_found, self.loading = True, False
             return

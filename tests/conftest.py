@@ -322,8 +322,9 @@ class World:
         email = email or f"{role.value}{self._n()}@{self.tag(org_id)}.test"
         with self.ctx.session() as s:
             user = self.ctx.auth.create_user(s, self.system(org_id), email, password, role)
-        actor = Actor("session", role, org_id, label=user.email, id=user.id, email=user.email,
-                      password=password)  # fmt: skip
+        actor = Actor(
+            "session", role, org_id, label=user.email, id=user.id, email=user.email, password=password
+        )
         if login:
             actor.session = self.login(user.email, password)
         return actor
@@ -359,8 +360,12 @@ class World:
 
     def stack(self, org_id: str | None = None, **fields: Any) -> dict[str, Any]:
         n = self._n()
-        body = {"name": f"stack-{n}", "repository_url": f"https://git.example.com/infra/{n}.git",
-                "tool": "opentofu", **fields}  # fmt: skip
+        body = {
+            "name": f"stack-{n}",
+            "repository_url": f"https://git.example.com/infra/{n}.git",
+            "tool": "opentofu",
+            **fields,
+        }
         with self.ctx.session() as s:
             created = stacks_service.create_stack(s, self.system(org_id), StackCreate(**body))
         return created.model_dump(mode="json")
@@ -421,8 +426,11 @@ def as_actor(app) -> Iterator[Callable[[Actor], TestClient]]:
 
 
 def valid_stack_body(**overrides: Any) -> dict[str, Any]:
-    body = {"name": "network-prod", "repository_url": "https://github.com/acme/network.git",
-            "tool": "opentofu"}  # fmt: skip
+    body = {
+        "name": "network-prod",
+        "repository_url": "https://github.com/acme/network.git",
+        "tool": "opentofu",
+    }
     body.update(overrides)
     return body
 

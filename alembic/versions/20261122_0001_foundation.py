@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("runner", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("runner_image", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=True),
         sa.Column("auto_apply", sa.Boolean(), nullable=False),
-        sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+        sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=254), nullable=True),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["org_id"], ["organization.id"], ondelete="CASCADE"),

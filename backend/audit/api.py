@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from backend.audit import service
 from backend.deps import CtxDep, PrincipalDep
@@ -36,7 +36,8 @@ class AuditEventPublic(BaseModel):
 
 class AuditEventsPublic(BaseModel):
     data: list[AuditEventPublic]
-    count: int
+    count: int = Field(description=f"Matching events; counting stops at {service.COUNT_CAP}")
+    count_is_exact: bool = Field(True, description="false when more than `count` events match")
     next_before_id: int | None = None
 
 
@@ -74,7 +75,7 @@ def list_audit(
     before_id: Annotated[int | None, Query(ge=1, le=2**62, description="Keyset cursor")] = None,
 ) -> dict:
     """Newest first. For deep pages pass `before_id` = the previous page's `next_before_id`."""
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         rows, count = service.list_events(
             s,
             principal,
@@ -86,7 +87,8 @@ def list_audit(
     data = [service.to_public(r) for r in rows]
     return {
         "data": data,
-        "count": count,
+        "count": min(count, service.COUNT_CAP),
+        "count_is_exact": count <= service.COUNT_CAP,
         "next_before_id": data[-1]["id"] if len(data) == limit else None,
     }
 
@@ -108,7 +110,7 @@ def export_audit(
     """Stream the (filtered) audit log as CSV or a JSON array, newest first."""
     f = _filter(actor, category, since, until)
     # Authorize before streaming starts, so a refusal is a clean 403.
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         service.list_events(s, principal, f, limit=1)
     media = "text/csv" if format == "csv" else "application/json"
     return StreamingResponse(

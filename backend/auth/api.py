@@ -125,7 +125,7 @@ async def login(request: Request, ctx: CtxDep):
         raw = await request.body()
         try:
             body = LoginBody.model_validate(json.loads(raw or b"null"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return JSONResponse({"detail": 'body must be JSON: {"email": ..., "password": ...}'}, 422)
         except ValidationError as exc:
             errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -231,7 +231,7 @@ def create_token(body: TokenCreate, principal: PrincipalDep, ctx: CtxDep) -> dic
 
 @router.get("/tokens", response_model=TokensPublic)
 def list_tokens(principal: PrincipalDep, ctx: CtxDep) -> dict:
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         rows = [_token_public(t) for t in ctx.auth.list_tokens(s, principal)]
     return {"data": rows, "count": len(rows)}
 
@@ -245,7 +245,7 @@ def revoke_token(token_id: Annotated[str, ID_PATH], principal: PrincipalDep, ctx
 
 @router.get("/users", response_model=UsersPublic)
 def list_users(principal: PrincipalDep, ctx: CtxDep) -> dict:
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         rows = ctx.auth.list_members(s, principal)
     return {"data": rows, "count": len(rows)}
 

@@ -23,8 +23,13 @@ class Principal:
         if not self.role.at_least(role):
             raise Forbidden(f"{doing} requires the {role.value} role; you are {self.role.value}")
 
+    def __post_init__(self) -> None:
+        # Origins come from request headers: keep them within what the audit log stores.
+        object.__setattr__(self, "ip", (self.ip or "")[:64] or None)
+        object.__setattr__(self, "user_agent", (self.user_agent or "")[:255] or None)
+
     def with_origin(self, ip: str | None, user_agent: str | None) -> Principal:
-        return replace(self, ip=ip, user_agent=(user_agent or "")[:255] or None)
+        return replace(self, ip=ip, user_agent=user_agent)
 
 
 def system_principal(org_id: str) -> Principal:

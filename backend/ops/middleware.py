@@ -32,12 +32,14 @@ class Metrics:
 
 def _route_template(scope) -> str:
     route = scope.get("route")
-    if getattr(route, "path", None):
-        # Routers included with a prefix report their own path; rebuild the full template.
-        template = scope.get("path", "")
-        for name, value in (scope.get("path_params") or {}).items():
-            template = template.replace(f"/{value}", f"/{{{name}}}", 1)
-        return template
+    route_path = getattr(route, "path", None)
+    if route_path:
+        # A router included with a prefix reports its own path ("/stacks/{stack_id}"): keep the
+        # raw path's leading segments (the prefix) and append the template.
+        raw = [p for p in scope.get("path", "").split("/") if p]
+        tail = [p for p in route_path.split("/") if p]
+        prefix = raw[: max(0, len(raw) - len(tail))]
+        return "/" + "/".join(prefix + tail)
     # Unmatched or served by the UI: bucket instead of exploding label cardinality.
     raw = scope.get("path", "")
     if raw.startswith("/api/"):
@@ -63,67 +65,72 @@ class ObservabilityMiddleware:
         status_holder = {"status": 500}
         request_id = uuid.uuid4().hex[:16]
 
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            rejection = self._reject_early(scope)
+            if rejection is None:
+                receive, rejection = await self._bounded_body(scope, receive)
+            if rejection is not None:
+                await _send_json(send_wrapper, *rejection)
+                return
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._observe(scope, status_holder["status"], start, request_id)
+
+    def _reject_early(self, scope) -> tuple[int, dict] | None:
         # PostgreSQL cannot store NUL characters; refuse them up front instead of failing later.
         if b"%00" in scope.get("query_string", b"").lower() or "\x00" in scope.get("path", ""):
-            await _send_json(send, 400, {"detail": "NUL characters are not allowed in the URL"})
-            self._observe(scope, 400, start, request_id)
-            return
-
-        length = None
+            return 400, {"detail": "NUL characters are not allowed in the URL"}
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
-                    length = -1
-        if length is not None and (length < 0 or length > self.max_body):
-            await _send_json(
-                send,
-                413 if length > 0 else 400,
-                {
-                    "detail": f"request body too large: the limit is {self.max_body} bytes"
-                    if length > 0
-                    else "invalid Content-Length header"
-                },
-            )
-            status_holder["status"] = 413 if length > 0 else 400
-            self._observe(scope, status_holder["status"], start, request_id)
-            return
+                    return 400, {"detail": "invalid Content-Length header"}
+                if length < 0:
+                    return 400, {"detail": "invalid Content-Length header"}
+                if length > self.max_body:
+                    return 413, {"detail": f"request body too large: the limit is {self.max_body} bytes"}
+        return None
 
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
+    async def _bounded_body(self, scope, receive):
+        """A body without Content-Length (chunked) is read here, up to the limit, and replayed."""
+        headers = dict(scope.get("headers", []))
+        if b"content-length" in headers or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return receive, None
+        if b"transfer-encoding" not in headers:
+            return receive, None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge()
-            return message
-
-        response_started = False
-
-        async def send_wrapper(message):
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            if not response_started:
-                status_holder["status"] = 413
-                await _send_json(
-                    send,
+            if message["type"] != "http.request":
+                return receive, None  # client went away; let the app see the disconnect
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_body:
+                return receive, (
                     413,
                     {"detail": f"request body too large: the limit is {self.max_body} bytes"},
                 )
-        finally:
-            self._observe(scope, status_holder["status"], start, request_id)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return replay, None
 
     def _observe(self, scope, status: int, start: float, request_id: str) -> None:
         elapsed = time.perf_counter() - start
@@ -146,10 +153,6 @@ class ObservabilityMiddleware:
                     }
                 },
             )
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def _send_json(send, status: int, body: dict) -> None:

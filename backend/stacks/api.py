@@ -31,7 +31,7 @@ def list_stacks(
     query = service.StackQuery(
         q=q, tool=tool.value if tool else None, label=label, limit=limit, offset=offset
     )
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         data, count = service.list_stacks(s, principal, query)
     return {"data": data, "count": count}
 
@@ -44,7 +44,7 @@ def create_stack(body: StackCreate, principal: PrincipalDep, ctx: CtxDep) -> Sta
 
 @router.get("/stacks/{stack_id}", response_model=StackPublic)
 def get_stack(stack_id: StackId, principal: PrincipalDep, ctx: CtxDep) -> StackPublic:
-    with ctx.session() as s:
+    with ctx.session(readonly=True) as s:
         return service.get_stack(s, principal, stack_id)
 
 

@@ -40,7 +40,9 @@ class Stack(SQLModel, table=True):
     runner: str = Field(default="local", max_length=16)
     runner_image: str | None = Field(default=None, max_length=512)
     auto_apply: bool = False
-    created_by: str | None = Field(default=None, max_length=40)
+    created_by: str | None = Field(
+        default=None, max_length=254
+    )  # the creator's label (email or token:<name>)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
@@ -46,14 +47,17 @@ def _repository_url(value: str) -> str:
         raise ValueError("repository URL must not contain spaces or control characters")
     lowered = value.lower()
     if lowered.startswith(("https://", "http://", "ssh://", "git://")):
-        if "://" in value and not value.split("://", 1)[1].split("/", 1)[0]:
+        host = urlsplit(value).hostname or ""
+        if not host:
             raise ValueError("repository URL needs a host, e.g. https://github.com/org/repo.git")
+        if host.startswith("-"):
+            raise ValueError("repository URL host must not start with '-'")
         return value
     if lowered.startswith("file://"):
         if not value[len("file://") :].startswith("/"):
             raise ValueError("file:// repository URLs need an absolute path, e.g. file:///srv/git/infra")
         return value
-    if SCP_LIKE_RE.match(value):
+    if SCP_LIKE_RE.match(value) and not value.startswith("-") and "@-" not in value.split(":", 1)[0]:
         return value
     raise ValueError("repository URL must be https://, ssh://, git@host:path or file:///absolute/path")
 
@@ -62,19 +66,23 @@ def _branch(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError("branch must not be empty")
+    parts = value.split("/")
     if (
-        value.startswith(("-", "/"))
-        or value.endswith(("/", ".", ".lock"))
+        value in ("HEAD", "@")
+        or value.startswith("-")
         or ".." in value
-        or "//" in value
         or "@{" in value
         or any(c in BAD_REF_CHARS or ord(c) < 32 for c in value)
+        or value.endswith(".")
+        or any(p == "" or p.startswith(".") or p.endswith(".lock") for p in parts)
     ):
         raise ValueError("branch is not a valid git branch name")
     return value
 
 
 def _project_root(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("project root must not contain control characters")
     value = value.strip().replace("\\", "/")
     while value.startswith("./"):
         value = value[2:]
@@ -85,7 +93,6 @@ def _project_root(value: str) -> str:
         raise ValueError("project root must be relative to the repository root, e.g. envs/prod")
     if any(part == ".." for part in value.split("/")):
         raise ValueError("project root must stay inside the repository ('..' is not allowed)")
-    _no_control(value)
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func
+from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -34,10 +34,12 @@ def _labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
     if not stack_ids:
         return out
     rows = session.exec(
-        select(StackLabel).where(col(StackLabel.stack_id).in_(stack_ids)).order_by(col(StackLabel.label))
+        select(StackLabel.stack_id, StackLabel.label)
+        .where(col(StackLabel.stack_id).in_(stack_ids))
+        .order_by(col(StackLabel.label))
     ).all()
-    for row in rows:
-        out[row.stack_id].append(row.label)
+    for stack_id, label in rows:
+        out[stack_id].append(label)
     return out
 
 
@@ -103,15 +105,13 @@ def list_stacks(session: Session, principal: Principal, query: StackQuery) -> tu
     if query.tool:
         stmt = stmt.where(Stack.tool == query.tool)
     if query.label:
-        stmt = stmt.where(
-            exists().where(
-                (col(StackLabel.stack_id) == col(Stack.id)) & (col(StackLabel.label) == query.label)
-            )
+        # A join driven by the (label, stack_id) index; (stack_id, label) is the primary key,
+        # so a stack matches at most once.
+        stmt = stmt.join(StackLabel, col(StackLabel.stack_id) == col(Stack.id)).where(
+            col(StackLabel.label) == query.label
         )
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    page = session.exec(
-        stmt.order_by(col(Stack.name), col(Stack.id)).offset(query.offset).limit(query.limit)
-    ).all()
+    page = session.exec(stmt.order_by(col(Stack.name)).offset(query.offset).limit(query.limit)).all()
     labels = _labels_of(session, [s.id for s in page])
     return [to_public(s, labels[s.id]) for s in page], int(total)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -35,7 +36,12 @@ def server(tmp_path_factory):
         pytest.fail(f"port {E2E_PORT} is busy; set CRUCIBLE_E2E_PORT to a free port")
     data = tmp_path_factory.mktemp("e2e-data")
     base = f"http://localhost:{E2E_PORT}"
-    env = {**os.environ, "CRUCIBLE_DATA_DIR": str(data), "CRUCIBLE_BASE_URL": base, "CRUCIBLE_LOG_FORMAT": "text"}
+    env = {
+        **os.environ,
+        "CRUCIBLE_DATA_DIR": str(data),
+        "CRUCIBLE_BASE_URL": base,
+        "CRUCIBLE_LOG_FORMAT": "text",
+    }
     log_path = data / "server.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
@@ -58,16 +64,20 @@ def server(tmp_path_factory):
         text = log_path.read_text()
         match = re.search(r"email:\s+(\S+)\s+password:\s+(\S+)", text)
         assert match, f"first start did not print the admin login:\n{text[-2000:]}"
-        yield {"base_url": base, "email": match.group(1), "password": match.group(2), "data_dir": data, "env": env}
+        yield {
+            "base_url": base,
+            "email": match.group(1),
+            "password": match.group(2),
+            "data_dir": data,
+            "env": env,
+        }
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
         log.close()
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -83,9 +84,9 @@ def test_audit_filters_live_in_the_url_and_export_matches(page, server, login):
 
     with page.expect_download() as dl:
         page.get_by_test_id("audit-export-json").click()
-    exported = json.loads(open(dl.value.path()).read())
+    exported = json.loads(Path(dl.value.path()).read_text())
     assert exported and all(e["category"] == "auth" for e in exported)
     with page.expect_download() as dl:
         page.get_by_test_id("audit-export-csv").click()
-    table = list(csv.DictReader(io.StringIO(open(dl.value.path()).read())))
+    table = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
     assert [r["id"] for r in table] == [str(e["id"]) for e in exported]

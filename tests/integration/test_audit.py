@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -30,8 +31,14 @@ def _record_many(world, n: int, action: str = "stack.update", org_id: str | None
     ids = []
     with world.ctx.session() as s:
         for i in range(n):
-            ev = audit.record(s, world.system(org_id), action, resource_type="stack",
-                              resource_id=f"stk-{i:016x}", after={"n": i})  # fmt: skip
+            ev = audit.record(
+                s,
+                world.system(org_id),
+                action,
+                resource_type="stack",
+                resource_id=f"stk-{i:016x}",
+                after={"n": i},
+            )
             ids.append(ev.id)
     return ids
 
@@ -64,7 +71,7 @@ def test_every_mutation_extends_a_verifiable_chain(world, as_actor, stack_body):
     events = world.audit_events()
     assert [e.action for e in events][-4:] == ["stack.create", "stack.update", "token.create", "stack.delete"]
     assert events[0].prev_hash == audit.GENESIS
-    for prev, event in zip(events, events[1:], strict=False):
+    for prev, event in itertools.pairwise(events):
         assert event.prev_hash == prev.hash
     assert all(event.hash == audit.compute_hash(event) for event in events)
     result = audit.verify_chain(world.ctx.engine)
@@ -83,8 +90,10 @@ def test_verification_spans_batches(world):
 
 def test_database_refuses_update_and_delete(world):
     (first, *_rest) = _record_many(world, 3)
-    for statement in ("UPDATE audit_event SET actor = 'mallory' WHERE id = :id",
-                      "DELETE FROM audit_event WHERE id = :id"):  # fmt: skip
+    for statement in (
+        "UPDATE audit_event SET actor = 'mallory' WHERE id = :id",
+        "DELETE FROM audit_event WHERE id = :id",
+    ):
         with pytest.raises(DBAPIError, match="append-only"):
             _sql(world.ctx.engine, statement, id=first)
     with world.ctx.session() as s:
@@ -150,8 +159,11 @@ def test_deleting_an_entry_in_the_middle_is_detected(world):
 
 def _cli_env(settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIBLE_")}
-    env.update(CRUCIBLE_DATABASE_URL=settings.sqlalchemy_url, CRUCIBLE_DATA_DIR=str(settings.data_dir),
-               CRUCIBLE_LOG_LEVEL="WARNING")  # fmt: skip
+    env.update(
+        CRUCIBLE_DATABASE_URL=settings.sqlalchemy_url,
+        CRUCIBLE_DATA_DIR=str(settings.data_dir),
+        CRUCIBLE_LOG_LEVEL="WARNING",
+    )
     return env
 
 
@@ -159,13 +171,17 @@ def _cli_env(settings) -> dict[str, str]:
 def test_cli_audit_verify_exit_codes(world, settings):
     ids = _record_many(world, 4)
     env = _cli_env(settings)
-    ok = subprocess.run([str(CRUCIBLE), "audit", "verify"], env=env, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [str(CRUCIBLE), "audit", "verify"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     assert f"audit log intact: {len(ids)} entries" in ok.stdout
 
     _drop_append_only_triggers(world.ctx.engine)
     _sql(world.ctx.engine, "UPDATE audit_event SET actor = 'mallory' WHERE id = :id", id=ids[1])
-    bad = subprocess.run([str(CRUCIBLE), "audit", "verify"], env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(CRUCIBLE), "audit", "verify"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"TAMPERED at entry {ids[1]}" in bad.stderr
 
@@ -305,8 +321,9 @@ def test_json_export_matches_the_list(world, history, alice_api):
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
     exported = json.loads(response.text)
     assert exported == _page(alice_api, limit=200)["data"]
-    only_alice = json.loads(alice_api.get(f"{AUDIT}/export", params={"format": "json",
-                                                                      "actor": "alice@org0x.test"}).text)  # fmt: skip
+    only_alice = json.loads(
+        alice_api.get(f"{AUDIT}/export", params={"format": "json", "actor": "alice@org0x.test"}).text
+    )
     assert only_alice and {e["actor"] for e in only_alice} == {"alice@org0x.test"}
     none = alice_api.get(f"{AUDIT}/export", params={"format": "json", "since": "2999-01-01T00:00:00Z"})
     assert json.loads(none.text) == []
@@ -358,6 +375,8 @@ def test_concurrent_appends_never_fork_the_chain(world):
         events = list(s.exec(select(AuditEvent).order_by(AuditEvent.id)).all())
     assert len(events) == threads * per_thread
     prev_hashes = [e.prev_hash for e in events]
-    assert len(set(prev_hashes)) == len(prev_hashes), "two events claim the same predecessor: the chain forked"
+    assert len(set(prev_hashes)) == len(prev_hashes), (
+        "two events claim the same predecessor: the chain forked"
+    )
     result = audit.verify_chain(world.ctx.engine)
     assert (result.ok, result.checked) == (True, threads * per_thread)

@@ -45,8 +45,13 @@ def test_json_login_sets_a_strict_http_only_session_cookie(client, world, settin
     user = world.user(Role.member, login=False)
     response = client.post(LOGIN, json={"email": user.email.upper(), "password": user.password})
     assert response.status_code == 200, response.text
-    assert response.json() == {"id": user.id, "kind": "user", "label": user.email,
-                               "org_id": world.org_id, "role": "member"}  # fmt: skip
+    assert response.json() == {
+        "id": user.id,
+        "kind": "user",
+        "label": user.email,
+        "org_id": world.org_id,
+        "role": "member",
+    }
     value, flags = _session_cookie(response)
     assert flags["httponly"] is True
     assert flags["samesite"].lower() == "strict"
@@ -69,9 +74,10 @@ def test_cookie_is_secure_behind_https(client, world):
 def test_form_login_redirects_with_the_cookie(client, world):
     user = world.user(Role.viewer, login=False)
     response = client.post(
-        LOGIN, data={"email": user.email, "password": user.password, "next": "/stacks?tab=runs"},
+        LOGIN,
+        data={"email": user.email, "password": user.password, "next": "/stacks?tab=runs"},
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/stacks?tab=runs"
     _value, flags = _session_cookie(response)
@@ -79,18 +85,24 @@ def test_form_login_redirects_with_the_cookie(client, world):
     assert client.get(ME).json()["role"] == "viewer"
 
 
-@pytest.mark.parametrize("target", ["//evil.example", "https://evil.example/", "/\\evil.example", "stacks", ""])
+@pytest.mark.parametrize(
+    "target", ["//evil.example", "https://evil.example/", "/\\evil.example", "stacks", ""]
+)
 def test_form_login_never_redirects_off_site(client, world, target):
     user = world.user(login=False)
-    response = client.post(LOGIN, data={"email": user.email, "password": user.password, "next": target},
-                           follow_redirects=False)  # fmt: skip
+    response = client.post(
+        LOGIN, data={"email": user.email, "password": user.password, "next": target}, follow_redirects=False
+    )
     assert response.status_code == 303 and response.headers["location"] == "/"
 
 
 def test_form_login_with_bad_password_goes_back_to_the_form(client, world):
     user = world.user(login=False)
-    response = client.post(LOGIN, data={"email": user.email, "password": "wrong password", "next": "/runs"},
-                           follow_redirects=False)  # fmt: skip
+    response = client.post(
+        LOGIN,
+        data={"email": user.email, "password": "wrong password", "next": "/runs"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     location = urlsplit(response.headers["location"])
     assert location.path == "/login"
@@ -130,9 +142,15 @@ def test_failed_login_of_a_known_user_is_audited(client, world):
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[]", b'{"email": "a@b.co"}', b'{"email": "a@b.co", "password": "x", "otp": 1}',
-     b'{"email": 1, "password": "x"}'],
-)  # fmt: skip
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"email": "a@b.co"}',
+        b'{"email": "a@b.co", "password": "x", "otp": 1}',
+        b'{"email": 1, "password": "x"}',
+    ],
+)
 def test_malformed_json_login_is_a_422(client, body):
     response = client.post(LOGIN, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
@@ -212,7 +230,11 @@ def test_form_logout_redirects_to_login(world, app):
 
 # ----------------------------------------------------------------------------- rate limits
 
-LOW_LIMITS = {"login_max_attempts_per_ip": 3, "login_max_failures_per_account": 2, "login_window_seconds": 600}
+LOW_LIMITS = {
+    "login_max_attempts_per_ip": 3,
+    "login_max_failures_per_account": 2,
+    "login_window_seconds": 600,
+}
 
 
 def _login(app, email: str, password: str, ip: str = "203.0.113.1", **kwargs):
@@ -264,7 +286,9 @@ def test_throttled_form_login_redirects_with_retry_after(world, app):
     for _ in range(3):
         _login(app, user.email, "wrong")
     with TestClient(app, client=("203.0.113.1", 40000)) as c:
-        response = c.post(LOGIN, data={"email": user.email, "password": user.password}, follow_redirects=False)
+        response = c.post(
+            LOGIN, data={"email": user.email, "password": user.password}, follow_redirects=False
+        )
     assert response.status_code == 303
     query = parse_qs(urlsplit(response.headers["location"]).query)
     assert "try again later" in query["error"][0]
@@ -300,7 +324,13 @@ def test_token_authenticates_with_its_own_role(world, as_actor, stack_body):
     token = world.token(Role.viewer)
     api = as_actor(token)
     me = api.get(ME).json()
-    assert me == {"id": token.id, "kind": "token", "label": token.label, "org_id": world.org_id, "role": "viewer"}
+    assert me == {
+        "id": token.id,
+        "kind": "token",
+        "label": token.label,
+        "org_id": world.org_id,
+        "role": "viewer",
+    }
     assert api.get("/api/v1/stacks").status_code == 200
     assert api.post("/api/v1/stacks", json=stack_body()).status_code == 403
     with world.ctx.session() as s:
@@ -324,9 +354,19 @@ def test_revocation_is_immediate_even_for_a_cached_token(world, as_actor):
 
 @pytest.mark.parametrize(
     "header",
-    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token {token}", "{token}", "Bearer cru_nottherightsecret",
-     "Bearer {token}x", "Bearer not-a-crucible-token", "Bearer cru_" + "a" * 300, "Bearer {prefix_only}"],
-)  # fmt: skip
+    [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer   ",
+        "Token {token}",
+        "{token}",
+        "Bearer cru_nottherightsecret",
+        "Bearer {token}x",
+        "Bearer not-a-crucible-token",
+        "Bearer cru_" + "a" * 300,
+        "Bearer {prefix_only}",
+    ],
+)
 def test_malformed_or_wrong_bearer_is_401(world, client, header):
     token = world.token(Role.admin)
     value = header.format(token=token.token, prefix_only=token.token[:16])
@@ -366,9 +406,15 @@ def test_admin_token_can_manage_tokens(world, as_actor):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"name": ""}, "name"), ({"name": "x" * 101}, "name"), ({"name": "ok", "role": "owner"}, "role"),
-     ({"name": "ok", "scopes": ["all"]}, "scopes"), ({"name": "a\x01b"}, "name"), ({}, "name")],
-)  # fmt: skip
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "ok", "role": "owner"}, "role"),
+        ({"name": "ok", "scopes": ["all"]}, "scopes"),
+        ({"name": "a\x01b"}, "name"),
+        ({}, "name"),
+    ],
+)
 def test_token_creation_validates_fields(world, as_actor, body, field):
     response = as_actor(world.user(Role.admin)).post(TOKENS, json=body)
     assert response.status_code == 422
@@ -380,22 +426,28 @@ def test_token_creation_validates_fields(world, as_actor, body, field):
 
 def test_admin_creates_users_who_can_then_log_in(world, as_actor, client):
     api = as_actor(world.user(Role.admin))
-    response = api.post("/api/v1/users", json={"email": " New.Person@Example.com ", "password": "long enough pw",
-                                               "role": "member"})  # fmt: skip
+    response = api.post(
+        "/api/v1/users",
+        json={"email": " New.Person@Example.com ", "password": "long enough pw", "role": "member"},
+    )
     assert response.status_code == 201, response.text
     assert response.json()["email"] == "new.person@example.com" and response.json()["role"] == "member"
     login = client.post(LOGIN, json={"email": "new.person@example.com", "password": "long enough pw"})
     assert login.status_code == 200 and login.json()["role"] == "member"
-    duplicate = api.post("/api/v1/users", json={"email": "NEW.person@example.com", "password": "long enough pw"})
+    duplicate = api.post(
+        "/api/v1/users", json={"email": "NEW.person@example.com", "password": "long enough pw"}
+    )
     assert duplicate.status_code == 409
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"email": "not-an-email", "password": "long enough pw"}, "email"),
-     ({"email": "a@b.co", "password": "short"}, "password"),
-     ({"email": "a@b.co", "password": "long enough pw", "role": "root"}, "role")],
-)  # fmt: skip
+    [
+        ({"email": "not-an-email", "password": "long enough pw"}, "email"),
+        ({"email": "a@b.co", "password": "short"}, "password"),
+        ({"email": "a@b.co", "password": "long enough pw", "role": "root"}, "role"),
+    ],
+)
 def test_user_creation_validates_fields(world, as_actor, body, field):
     response = as_actor(world.user(Role.admin)).post("/api/v1/users", json=body)
     assert response.status_code == 422
@@ -410,24 +462,34 @@ PASSWORD_URL = "/api/v1/auth/password"
 def test_password_change_ends_every_session_and_swaps_the_password(world, as_actor, client):
     user = world.user(Role.member)
     other_browser = world.login(user.email)
-    response = as_actor(user).post(PASSWORD_URL, json={"current_password": user.password,
-                                                       "new_password": "a brand new password"})  # fmt: skip
+    response = as_actor(user).post(
+        PASSWORD_URL, json={"current_password": user.password, "new_password": "a brand new password"}
+    )
     assert response.status_code == 204
     for cookie in (user.session, other_browser):
         assert client.get(ME, headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}).status_code == 401
     assert _session_rows(world, user.id) == []
     assert client.post(LOGIN, json={"email": user.email, "password": user.password}).status_code == 401
-    assert client.post(LOGIN, json={"email": user.email, "password": "a brand new password"}).status_code == 200
+    assert (
+        client.post(LOGIN, json={"email": user.email, "password": "a brand new password"}).status_code == 200
+    )
     assert "user.password_change" in [e.action for e in world.audit_events()]
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"current_password": "not my password", "new_password": "a brand new password"}, "current_password"),
-     ({"current_password": "correct horse battery staple", "new_password": "short"}, "new_password"),
-     ({"current_password": "correct horse battery staple", "new_password": "correct horse battery staple"},
-      "new_password")],
-)  # fmt: skip
+    [
+        ({"current_password": "not my password", "new_password": "a brand new password"}, "current_password"),
+        ({"current_password": "correct horse battery staple", "new_password": "short"}, "new_password"),
+        (
+            {
+                "current_password": "correct horse battery staple",
+                "new_password": "correct horse battery staple",
+            },
+            "new_password",
+        ),
+    ],
+)
 def test_rejected_password_change_changes_nothing(world, as_actor, body, field):
     user = world.user(Role.member)
     events = world.audit_count()
@@ -460,18 +522,12 @@ def test_expired_sessions_are_purged_and_live_ones_kept(world):
 
 
 @pytest.mark.parametrize("db_kind", ["sqlite"])
-@pytest.mark.xfail(strict=True, reason="backend bug: auth/api.py login() calls json.loads on the raw body and "
-                   "catches only JSONDecodeError/UnicodeDecodeError; deeply nested JSON raises RecursionError → 500")  # fmt: skip
 def test_deeply_nested_login_body_is_a_client_error(app):
     with TestClient(app, raise_server_exceptions=False) as c:
         response = c.post(LOGIN, content=b"[" * 100_000, headers={"content-type": "application/json"})
     assert response.status_code in (400, 422)
 
 
-@pytest.mark.xfail(strict=True, reason="backend bug: deps.current_principal passes the raw User-Agent into the "
-                   "Principal (login truncates it, sessions and tokens do not); audit_event.user_agent is "
-                   "VARCHAR(255): PostgreSQL refuses every mutation with 422 'a value is out of range', SQLite "
-                   "stores the whole header")  # fmt: skip
 def test_long_user_agent_does_not_break_mutations(world, as_actor, stack_body):
     user = world.user(Role.member)
     api = as_actor(user)

@@ -86,8 +86,12 @@ def admin_headers(world) -> dict[str, str]:
     deadline=None,
     # One database per operation, shared by its examples (the state they build up is part of the
     # search space); that is what the function-scoped fixture check warns about.
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 def test_no_input_causes_a_server_error(case, app, admin_headers, target_stack):
     stack_id = (case.path_parameters or {}).get("stack_id")

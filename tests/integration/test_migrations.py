@@ -4,7 +4,6 @@ with the models."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -12,6 +11,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import backend.models  # noqa: F401  (registers every table)
+from alembic import command
 from backend.config import load_settings
 from backend.db import alembic_config, make_engine, migrate
 
@@ -53,8 +53,16 @@ def _triggers(engine) -> set[str]:
 
 
 def test_every_model_is_registered():
-    assert {"organization", "user_account", "membership", "user_session", "api_token", "stack",
-            "stack_label", "audit_event"} <= APP_TABLES  # fmt: skip
+    assert {
+        "organization",
+        "user_account",
+        "membership",
+        "user_session",
+        "api_token",
+        "stack",
+        "stack_label",
+        "audit_event",
+    } <= APP_TABLES
 
 
 def test_history_is_linear_with_one_head():

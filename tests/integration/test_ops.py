@@ -62,7 +62,9 @@ def test_health_is_503_when_the_database_is_unreachable(unreachable_app):
 
 def test_api_says_503_not_500_when_the_database_is_unreachable(unreachable_app):
     with TestClient(unreachable_app, raise_server_exceptions=False) as c:
-        response = c.get("/api/v1/stacks", headers={"Authorization": "Bearer cru_0123456789abxxxxxxxxxxxxxxxx"})
+        response = c.get(
+            "/api/v1/stacks", headers={"Authorization": "Bearer cru_0123456789abxxxxxxxxxxxxxxxx"}
+        )
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "database" in response.json()["detail"]
@@ -95,8 +97,11 @@ def test_metrics_include_a_latency_histogram(client):
     assert buckets["+Inf"] == 3
     values = [buckets[k] for k in sorted(buckets, key=float)]
     assert values == sorted(values)  # cumulative
-    (count,) = [s.value for s in _samples(client, "crucible_http_request_duration_seconds_count")
-                if s.labels == {"method": "GET", "route": "/health"}]  # fmt: skip
+    (count,) = [
+        s.value
+        for s in _samples(client, "crucible_http_request_duration_seconds_count")
+        if s.labels == {"method": "GET", "route": "/health"}
+    ]
     assert count == 3
 
 
@@ -106,8 +111,6 @@ def test_metrics_content_type_is_prometheus_text(client):
     assert response.headers["content-type"].startswith("text/plain")
 
 
-@pytest.mark.xfail(strict=True, reason="backend bug: ops/middleware.py _route_template replaces the first "
-                   "'/<value>' in the path, so an id equal to an earlier path segment mislabels the route")  # fmt: skip
 def test_metrics_label_is_the_template_even_when_the_id_repeats_a_segment(world, as_actor, client):
     api = as_actor(world.user(Role.admin))
     api.get("/api/v1/stacks/stacks")  # 422 (bad id), but the route matched
@@ -129,7 +132,9 @@ def test_oversized_body_is_413(world, as_actor, stack_body):
 
 
 def test_default_limit_applies_to_login_too(client):
-    response = client.post("/api/v1/auth/login", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/v1/auth/login", content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -146,16 +151,18 @@ def _chunks(total: int, size: int = 4096):
 
 @pytest.mark.parametrize("settings_overrides", [{"max_request_bytes": 2048}], ids=["limit-2k"])
 def test_streamed_oversized_body_to_login_is_413(client):
-    response = client.post("/api/v1/auth/login", content=_chunks(64 * 1024), headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/v1/auth/login", content=_chunks(64 * 1024), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
-@pytest.mark.xfail(strict=True, reason="backend bug: a chunked body over the limit reaches FastAPI's body parser, "
-                   "which turns _BodyTooLarge into 400 'There was an error parsing the body'")  # fmt: skip
 @pytest.mark.parametrize("settings_overrides", [{"max_request_bytes": 2048}], ids=["limit-2k"])
 def test_streamed_oversized_body_to_a_json_route_is_413(world, as_actor):
     api = as_actor(world.user(Role.admin))
-    response = api.post("/api/v1/stacks", content=_chunks(64 * 1024), headers={"content-type": "application/json"})
+    response = api.post(
+        "/api/v1/stacks", content=_chunks(64 * 1024), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -163,16 +170,20 @@ def test_streamed_oversized_body_to_a_json_route_is_413(world, as_actor):
 
 
 def test_every_response_carries_a_fresh_request_id(client):
-    responses = [client.get("/health"), client.get("/api/v1/auth/me"), client.get("/api/v1/nope"),
-                 client.post("/api/v1/auth/login", json={})]  # fmt: skip
+    responses = [
+        client.get("/health"),
+        client.get("/api/v1/auth/me"),
+        client.get("/api/v1/nope"),
+        client.post("/api/v1/auth/login", json={}),
+    ]
     ids = [r.headers.get("x-request-id") for r in responses]
     assert all(i and re.fullmatch(r"[0-9a-f]{16}", i) for i in ids), ids
     assert len(set(ids)) == len(ids)
 
 
-@pytest.mark.xfail(strict=True, reason="backend bug: ops/middleware.py answers 413/400 via _send_json(send, ...) "
-                   "directly, bypassing send_wrapper, so those responses have no X-Request-ID")  # fmt: skip
 def test_rejected_bodies_carry_a_request_id_too(client):
-    response = client.post("/api/v1/auth/login", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/v1/auth/login", content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert re.fullmatch(r"[0-9a-f]{16}", response.headers.get("x-request-id", ""))

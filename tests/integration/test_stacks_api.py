@@ -14,8 +14,20 @@ from backend.stacks.models import Stack, StackLabel
 from backend.stacks.schemas import NON_NULLABLE
 
 STACKS = "/api/v1/stacks"
-SNAPSHOT_KEYS = {"id", "name", "description", "repository_url", "branch", "project_root", "tool",
-                 "tool_version", "runner", "runner_image", "auto_apply", "labels"}  # fmt: skip
+SNAPSHOT_KEYS = {
+    "id",
+    "name",
+    "description",
+    "repository_url",
+    "branch",
+    "project_root",
+    "tool",
+    "tool_version",
+    "runner",
+    "runner_image",
+    "auto_apply",
+    "labels",
+}
 
 
 @pytest.fixture
@@ -55,8 +67,13 @@ def test_create_fills_defaults_and_can_be_read_back(api, admin, stack_body):
 
 
 def test_create_normalises_whitespace_and_paths(api, stack_body):
-    body = stack_body(name="  spaced name  ", branch=" release/1.x ", project_root="./envs\\prod/",
-                      tool_version="", runner_image="  ")  # fmt: skip
+    body = stack_body(
+        name="  spaced name  ",
+        branch=" release/1.x ",
+        project_root="./envs\\prod/",
+        tool_version="",
+        runner_image="  ",
+    )
     stack = api.post(STACKS, json=body).json()
     assert stack["name"] == "spaced name"
     assert stack["branch"] == "release/1.x"
@@ -113,7 +130,11 @@ def catalog(world) -> dict[str, dict]:
     specs = {
         "net-prod": {"tool": "opentofu", "labels": ["env:prod", "team:net"], "description": "Core VPC"},
         "net-dev": {"tool": "opentofu", "labels": ["env:dev", "team:net"]},
-        "db-prod": {"tool": "terraform", "labels": ["env:prod"], "repository_url": "git@github.com:acme/db.git"},
+        "db-prod": {
+            "tool": "terraform",
+            "labels": ["env:prod"],
+            "repository_url": "git@github.com:acme/db.git",
+        },
         "legacy": {"tool": "ansible", "labels": [], "description": "100% hand-made"},
         "edge": {"tool": "pulumi", "labels": ["env:prod"], "description": "CDN for NET traffic"},
     }
@@ -150,7 +171,9 @@ def test_search(api, catalog, q, expected):
 def test_filter_by_tool_and_label_combine(api, catalog):
     assert _names(api.get(STACKS, params={"tool": "opentofu"})) == ["net-dev", "net-prod"]
     assert _names(api.get(STACKS, params={"label": "env:prod"})) == ["db-prod", "edge", "net-prod"]
-    assert _names(api.get(STACKS, params={"label": "env:prod", "tool": "opentofu", "q": "net"})) == ["net-prod"]
+    assert _names(api.get(STACKS, params={"label": "env:prod", "tool": "opentofu", "q": "net"})) == [
+        "net-prod"
+    ]
     assert _names(api.get(STACKS, params={"label": "env"})) == []  # exact label, not a prefix
     assert _error_fields(api.get(STACKS, params={"tool": "make"})) == [("query", "tool")]
 
@@ -167,9 +190,15 @@ def test_pagination_pages_through_everything_once(api, catalog):
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"offset": -1}, "offset"),
-     ({"limit": "ten"}, "limit"), ({"q": "x" * 101}, "q"), ({"label": "x" * 65}, "label")],
-)  # fmt: skip
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"limit": "ten"}, "limit"),
+        ({"q": "x" * 101}, "q"),
+        ({"label": "x" * 65}, "label"),
+    ],
+)
 def test_list_rejects_bad_query_parameters(api, params, field):
     assert _error_fields(api.get(STACKS, params=params)) == [("query", field)]
 
@@ -227,13 +256,18 @@ def test_create_rejects_invalid_field(api, world, stack_body, case, override, fi
 def test_create_reports_every_bad_field_at_once(api):
     response = api.post(STACKS, json={"name": "", "repository_url": "ftp://x", "tool": "make", "zzz": 1})
     assert {loc[:2] for loc in _error_fields(response)} == {
-        ("body", "name"), ("body", "repository_url"), ("body", "tool"), ("body", "zzz")
+        ("body", "name"),
+        ("body", "repository_url"),
+        ("body", "tool"),
+        ("body", "zzz"),
     }
 
 
 def test_create_requires_name_repository_and_tool(api):
     assert {loc[:2] for loc in _error_fields(api.post(STACKS, json={}))} == {
-        ("body", "name"), ("body", "repository_url"), ("body", "tool")
+        ("body", "name"),
+        ("body", "repository_url"),
+        ("body", "tool"),
     }
 
 
@@ -255,11 +289,17 @@ def test_patch_rejects_null_for_required_fields(api, world, field):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"branch": "a..b"}, "branch"), ({"project_root": "/etc"}, "project_root"),
-     ({"repository_url": "ftp://x/y"}, "repository_url"), ({"id": "stk-0000000000000000"}, "id"),
-     ({"org_id": "org-0000000000000000"}, "org_id"), ({"auto_apply": "true"}, "auto_apply"),
-     ({"labels": [1]}, "labels"), ({"created_by": "someone"}, "created_by")],
-)  # fmt: skip
+    [
+        ({"branch": "a..b"}, "branch"),
+        ({"project_root": "/etc"}, "project_root"),
+        ({"repository_url": "ftp://x/y"}, "repository_url"),
+        ({"id": "stk-0000000000000000"}, "id"),
+        ({"org_id": "org-0000000000000000"}, "org_id"),
+        ({"auto_apply": "true"}, "auto_apply"),
+        ({"labels": [1]}, "labels"),
+        ({"created_by": "someone"}, "created_by"),
+    ],
+)
 def test_patch_rejects_invalid_and_read_only_fields(api, world, body, field):
     stack = world.stack()
     assert _error_fields(api.patch(f"{STACKS}/{stack['id']}", json=body))[0][:2] == ("body", field)
@@ -316,7 +356,9 @@ def test_orgs_never_see_each_others_stacks(world, as_actor, other_org):
 
 def test_create_update_delete_are_audited_with_before_and_after(api, admin, world, stack_body):
     created = api.post(STACKS, json=stack_body(labels=["a"])).json()
-    api.patch(f"{STACKS}/{created['id']}", json={"branch": "dev", "description": "changed", "name": created["name"]})
+    api.patch(
+        f"{STACKS}/{created['id']}", json={"branch": "dev", "description": "changed", "name": created["name"]}
+    )
     api.delete(f"{STACKS}/{created['id']}")
 
     create, update, delete = _stack_events(world, created["id"])
@@ -372,7 +414,9 @@ def test_failure_after_writing_rolls_everything_back(world, app, monkeypatch):
     with TestClient(app, headers=admin.headers, raise_server_exceptions=False) as api:
         update = api.patch(f"{STACKS}/{stack['id']}", json={"labels": ["new"], "branch": "dev"})
         delete = api.delete(f"{STACKS}/{stack['id']}")
-        create = api.post(STACKS, json={"name": "new", "repository_url": "https://x.test/r", "tool": "ansible"})
+        create = api.post(
+            STACKS, json={"name": "new", "repository_url": "https://x.test/r", "tool": "ansible"}
+        )
     assert (update.status_code, delete.status_code, create.status_code) == (500, 500, 500)
     assert "audit store failed" not in update.text  # no internals in the response
     monkeypatch.undo()
@@ -384,15 +428,13 @@ def test_failure_after_writing_rolls_everything_back(world, app, monkeypatch):
     assert world.audit_count() == events
 
 
-LONG_EMAIL_BUG = ("backend bug: stack.created_by is VARCHAR(40) (stacks/models.py) but create_stack stores "
-                  "principal.label (an email up to 254 chars, or 'token:<name>' up to 106): on PostgreSQL "
-                  "such users and tokens get 422 'a value is out of range for its field'")  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "db_kind",
-    ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xfail(strict=True, reason=LONG_EMAIL_BUG)])],
-)  # fmt: skip
+    [
+        "sqlite",
+        pytest.param("postgres", marks=[pytest.mark.postgres]),
+    ],
+)
 def test_users_with_long_emails_can_create_stacks(world, as_actor, stack_body, db_kind):
     user = world.user(Role.member, email="platform.engineering.team@infrastructure.example.com")
     response = as_actor(user).post(STACKS, json=stack_body())
