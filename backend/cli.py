@@ -104,7 +104,7 @@ def up(
     """Start the full app (UI + API + background tasks) in production mode."""
     from backend import frontend
 
-    _prepare()
+    ctx = _prepare()
     try:
         frontend.ensure_built(port)
     except (frontend.FrontendError, OSError) as exc:
@@ -113,6 +113,8 @@ def up(
         _fail(f"could not build the UI: `{' '.join(map(str, exc.cmd))}` exited with {exc.returncode}")
     frontend.reset_ui_state()
     cmd, env = frontend.serve_command(port, host)
+    # The server runs from the repository root: pin the data dir this command resolved.
+    env["CRUCIBLE_DATA_DIR"] = str(ctx.settings.resolved_data_dir)
     typer.echo(f"Crucible is running at http://localhost:{port}  (API: /api/v1, health: /health)", err=False)
     os.chdir(REPO_ROOT)
     os.execve(cmd[0], cmd, env)

@@ -103,6 +103,55 @@ def sidebar(current: str) -> rx.Component:
     )
 
 
+def mobile_bar(current: str) -> rx.Component:
+    """Narrow screens: the sidebar folds into a menu button in a top bar."""
+    links = [link for _group, group_links in NAV for link in group_links] + [
+        ("Settings", "/settings", "settings", "settings")
+    ]
+    return rx.hstack(
+        rx.image(src="/logo.svg", width="24px", height="24px", alt="Crucible"),
+        rx.heading("Crucible", size="3"),
+        rx.spacer(),
+        rx.color_mode.button(size="1", variant="ghost"),
+        rx.menu.root(
+            rx.menu.trigger(
+                rx.icon_button(
+                    rx.icon("menu", size=16), variant="soft", custom_attrs=testid("nav-menu-button")
+                )
+            ),
+            rx.menu.content(
+                *[
+                    rx.menu.item(
+                        rx.hstack(rx.icon(icon, size=14), label, align="center", spacing="2"),
+                        on_click=rx.redirect(href),
+                        custom_attrs=testid(f"nav-menu-{key}"),
+                    )
+                    for label, href, icon, key in links
+                ],
+                rx.menu.separator(),
+                rx.menu.item(rx.text(AuthState.user_label, size="1"), disabled=True),
+                rx.el.form(
+                    rx.button(
+                        "Log out",
+                        type="submit",
+                        variant="ghost",
+                        size="1",
+                        custom_attrs=testid("nav-menu-logout"),
+                    ),
+                    action="/api/v1/auth/logout",
+                    method="post",
+                    on_submit=None,
+                ),
+            ),
+        ),
+        width="100%",
+        align="center",
+        padding="0.5rem 1rem",
+        border_bottom=f"1px solid {rx.color('gray', 5)}",
+        background=rx.color("gray", 2),
+    )
+
+
 def page(
     current: str,
     title: rx.Component | str,
@@ -129,10 +178,13 @@ def page(
         width="100%",
     )
     return rx.hstack(
-        sidebar(current),
+        rx.desktop_only(sidebar(current)),
         rx.box(
-            rx.vstack(header, *children, spacing="5", width="100%", max_width="1200px"),
-            padding="1.5rem 2rem",
+            rx.mobile_and_tablet(mobile_bar(current)),
+            rx.box(
+                rx.vstack(header, *children, spacing="5", width="100%", max_width="1200px"),
+                padding=rx.breakpoints(initial="1rem", lg="1.5rem 2rem"),
+            ),
             width="100%",
             min_width="0",
         ),

@@ -212,6 +212,7 @@ class StackDetailState(AuthState):
     @rx.event
     async def load(self):
         self.loading, self.not_found, self.delete_open, self.delete_confirm = True, False, False, ""
+        self.stack, self.activity = StackRow(), []  # never show the previous stack while loading
         stack_id = _stack_id_from_path(self.router.url.path)
         try:
             principal = await self._principal()

@@ -364,7 +364,7 @@ def stack_detail_page() -> rx.Component:
     )
     return page(
         "stacks",
-        rx.text(s.stack.name, custom_attrs=testid("stack-name")),
+        rx.text.span(s.stack.name, custom_attrs=testid("stack-name")),
         body,
         breadcrumb=[("Stacks", "/stacks")],
         actions=rx.cond(s.not_found | s.loading, rx.fragment(), actions),

@@ -110,8 +110,20 @@ def test_every_ui_event_revalidates_the_session(page, server, login):
     login()
     page.goto("/stacks")
     expect(page.get_by_test_id("page-title")).to_have_text("Stacks")
+    # Let the page's own load events finish, so that the next event is the user's.
+    expect(page.locator('[data-testid="stacks-table"], [data-testid="stacks-empty"]').first).to_be_visible()
     # End the session server-side through the API, with the same cookie, without a page load.
     resp = page.request.post("/api/v1/auth/logout")
     assert resp.status == 204
     page.get_by_test_id("stacks-search-input").fill("anything")
     expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_narrow_screens_get_a_menu_instead_of_the_sidebar(page, server, login):
+    login()
+    expect(page.get_by_test_id("page-title")).to_have_text("Dashboard")
+    page.set_viewport_size({"width": 700, "height": 900})
+    expect(page.get_by_test_id("sidebar")).to_be_hidden()
+    page.get_by_test_id("nav-menu-button").click()
+    page.get_by_test_id("nav-menu-audit").click()
+    expect(page.get_by_test_id("page-title")).to_have_text("Audit log")
