@@ -12,6 +12,9 @@ config = rx.Config(
     telemetry_enabled=False,
     show_built_with_reflex=False,
     default_color_mode="system",
+    # UI state stays in memory (one server process): the default disk mode would pickle
+    # state, including a just-created API token, into .states/ on disk.
+    state_manager_mode="memory",
     # Reflex would otherwise accept any Origin with credentials. Users reach the app at
     # CRUCIBLE_BASE_URL, or locally on this port.
     cors_allowed_origins=sorted({_base_url, f"http://localhost:{_port}", f"http://127.0.0.1:{_port}"}),

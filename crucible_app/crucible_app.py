@@ -35,46 +35,16 @@ for _task in BACKGROUND_TASKS:
     app.register_lifespan_task(_task)
 
 app.add_page(login_page, route="/login", title="Sign in · Crucible", on_load=LoginState.load)
-app.add_page(
-    dashboard_page,
-    route="/",
-    title="Dashboard · Crucible",
-    on_load=[AuthState.check_session, DashboardState.load],
-)
-app.add_page(
-    stacks_page,
-    route="/stacks",
-    title="Stacks · Crucible",
-    on_load=[AuthState.check_session, StacksState.load],
-)
-app.add_page(
-    stack_new_page,
-    route="/stacks/new",
-    title="New stack · Crucible",
-    on_load=[AuthState.check_session, StackFormState.load_new],
-)
-app.add_page(
-    stack_detail_page,
-    route="/stacks/[stack_id]",
-    title="Stack · Crucible",
-    on_load=[AuthState.check_session, StackDetailState.load],
-)
-app.add_page(
-    stack_edit_page,
-    route="/stacks/[stack_id]/edit",
-    title="Edit stack · Crucible",
-    on_load=[AuthState.check_session, StackFormState.load_edit],
-)
 
-app.add_page(
-    audit_page,
-    route="/audit",
-    title="Audit log · Crucible",
-    on_load=[AuthState.check_session, AuditState.load],
-)
-app.add_page(
-    settings_page,
-    route="/settings",
-    title="Settings · Crucible",
-    on_load=[AuthState.check_session, SettingsState.load],
-)
+# Every other page checks the session on load (and SessionGuard on every event).
+PROTECTED_PAGES = [
+    (dashboard_page, "/", "Dashboard", DashboardState.load),
+    (stacks_page, "/stacks", "Stacks", StacksState.load),
+    (stack_new_page, "/stacks/new", "New stack", StackFormState.load_new),
+    (stack_detail_page, "/stacks/[stack_id]", "Stack", StackDetailState.load),
+    (stack_edit_page, "/stacks/[stack_id]/edit", "Edit stack", StackFormState.load_edit),
+    (audit_page, "/audit", "Audit log", AuditState.load),
+    (settings_page, "/settings", "Settings", SettingsState.load),
+]
+for component, route, title, load in PROTECTED_PAGES:
+    app.add_page(component, route=route, title=f"{title} · Crucible", on_load=[AuthState.check_session, load])

@@ -25,6 +25,7 @@ class AuthState(rx.State):
     user_label: str = ""
     user_role: str = ""
     authenticated: bool = False
+    _uid: str = ""  # server-side only: whose data the page states hold
 
     def _session_token(self) -> str | None:
         return session_cookie(self.router.headers.cookie)
@@ -55,6 +56,10 @@ class AuthState(rx.State):
             principal = await self._principal()
         except SessionExpired:
             return self._login_redirect()
+        if self._uid != principal.id:
+            # Another user in this tab (logout, then login): drop every page's data first.
+            self.reset()
+            self._uid = principal.id
         self.user_label = principal.label
         self.user_role = principal.role.value
         self.authenticated = True

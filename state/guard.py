@@ -15,7 +15,7 @@ from backend.context import get_context
 from backend.deps import SESSION_COOKIE
 from backend.errors import NotAuthenticated
 
-PUBLIC_PATHS = ("/login",)
+PUBLIC_PATHS = frozenset({"/login"})
 
 
 def session_cookie(raw_cookie_header: str) -> str | None:
@@ -40,7 +40,7 @@ def _valid(token: str | None) -> bool:
 class SessionGuard(Middleware):
     async def preprocess(self, app, state, event: Event) -> StateUpdate | None:
         path = state.router.url.path or "/"
-        if path.startswith(PUBLIC_PATHS):
+        if (path.rstrip("/") or "/") in PUBLIC_PATHS:
             return None
         token = session_cookie(state.router.headers.cookie)
         if await asyncio.to_thread(_valid, token):

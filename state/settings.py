@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from urllib.parse import quote
 
 import reflex as rx
 
@@ -302,6 +301,4 @@ class PasswordState(AuthState):
             return rx.toast.error(exc.message)
         self.password_saving = False
         # Every session of this user ended, including this one: log in again.
-        return rx.redirect(
-            "/login?notice=" + quote("Password changed. Log in with your new password.", safe="")
-        )
+        return rx.redirect("/login?notice=password_changed")

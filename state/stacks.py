@@ -96,7 +96,7 @@ class StacksState(AuthState):
         self.tool = params.get("tool", ALL) if params.get("tool") in TOOLS else ALL
         self.label = params.get("label", ALL)[:64] or ALL
         try:
-            self.offset = max(0, int(params.get("offset", "0")))
+            self.offset = min(max(0, int(params.get("offset", "0"))), 1_000_000)
         except ValueError:
             self.offset = 0
         return await self._fetch()

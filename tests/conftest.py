@@ -336,8 +336,7 @@ class World:
         login budget of the test client ("testclient")."""
         n = self._n()
         ip = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
-        with self.ctx.session() as s:
-            cookie, _principal = self.ctx.auth.login(s, email, password, ip, "pytest")
+        cookie, _principal = self.ctx.auth.login(self.ctx.session, email, password, ip, "pytest")
         return cookie
 
     def token(

@@ -242,6 +242,21 @@ def to_public(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(column: str, value: Any) -> Any:
+    """One CSV cell. Text that a spreadsheet would run as a formula (user agents and token
+    names are attacker-chosen) gets a leading apostrophe (the OWASP CSV-injection advice)."""
+    if value is None:
+        return ""
+    if column in ("before", "after"):
+        value = json.dumps(value, sort_keys=True)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def iter_export(
     engine: Engine, principal: Principal, f: AuditFilter, fmt: str, batch: int = 1000
 ) -> Iterator[str]:
@@ -271,12 +286,7 @@ def iter_export(
             if fmt == "json":
                 buf.write(("" if first else ",") + "\n" + json.dumps(doc, ensure_ascii=False))
             else:
-                writer.writerow(
-                    json.dumps(doc[c], sort_keys=True)
-                    if c in ("before", "after") and doc[c] is not None
-                    else ("" if doc[c] is None else doc[c])
-                    for c in EXPORT_COLUMNS
-                )
+                writer.writerow(_csv_cell(c, doc[c]) for c in EXPORT_COLUMNS)
             first = False
         yield buf.getvalue()
     if fmt == "json":

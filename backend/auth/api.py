@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -90,6 +90,15 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _cross_site(request: Request) -> bool:
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"
+    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+
+
 def _login_openapi() -> dict:
     schema = LoginBody.model_json_schema()
     return {
@@ -109,13 +118,16 @@ def _login_openapi() -> dict:
     "/auth/login",
     response_model=Identity,
     openapi_extra=_login_openapi(),
-    responses={303: {"description": "Form login: redirect"}, 401: {}, 422: {}, 429: {}},
+    responses={303: {"description": "Form login: redirect"}, 401: {}, 403: {}, 422: {}, 429: {}},
 )
 async def login(request: Request, ctx: CtxDep):
     """Log in with email and password. JSON clients get the identity and the session cookie;
     the login form (urlencoded) gets a redirect to `next`, or back to /login with the error."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_form = content_type == "application/x-www-form-urlencoded"
+    if _cross_site(request):
+        # Login CSRF: another site must not log a browser into an account of its choosing.
+        return JSONResponse({"detail": "cross-site login requests are refused"}, 403)
     next_url = "/"
     if is_form:
         form = await request.form()
@@ -135,15 +147,18 @@ async def login(request: Request, ctx: CtxDep):
     from starlette.concurrency import run_in_threadpool
 
     def _do():
-        with ctx.session() as s:
-            return ctx.auth.login(s, email, password, client_ip(request), request.headers.get("user-agent"))
+        return ctx.auth.login(
+            ctx.session, email, password, client_ip(request), request.headers.get("user-agent")
+        )
 
     try:
         token, principal = await run_in_threadpool(_do)
     except ServiceError as exc:
         if not is_form:
             raise
-        target = f"/login?error={quote(exc.message)}&next={quote(next_url)}"
+        # The page maps the code to its own text: a link cannot make it show arbitrary words.
+        code = "too_many" if isinstance(exc, TooManyRequests) else "invalid"
+        target = f"/login?error={code}&next={quote(next_url, safe='')}"
         if isinstance(exc, TooManyRequests):
             target += f"&retry_after={exc.retry_after}"
         return RedirectResponse(target, status_code=303)

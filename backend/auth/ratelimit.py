@@ -46,10 +46,9 @@ class LoginRateLimiter:
                     self._retry_after(aq, now),
                 )
             iq.append(now)
-
-    def record_failure(self, account: str) -> None:
-        with self._lock:
-            self._acct[account.lower()].append(time.monotonic())
+            # Counted as a failure until it succeeds: parallel guesses cannot all slip through
+            # while the (slow) password checks are still running.
+            aq.append(now)
 
     def record_success(self, account: str) -> None:
         with self._lock:

@@ -7,6 +7,8 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,6 +30,15 @@ _PREFIX_LEN = 12
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
 MIN_PASSWORD = 10
 DEFAULT_ORG_NAME = "default"
+
+
+def require_text(field: str, value: str) -> str:
+    """Reject strings that cannot be stored or hashed (lone surrogates from a websocket client)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError(field, f"{field.replace('_', ' ')} contains invalid characters") from None
+    return value
 
 
 def sha256_hex(value: str) -> str:
@@ -71,7 +82,8 @@ class Auth:
     def create_user(self, session: Session, actor: Principal, email: str, password: str, role: Role) -> User:
         """Create a user in the actor's org (admins only)."""
         actor.require(Role.admin, "creating users")
-        email = validate_email(email)
+        email = validate_email(require_text("email", email))
+        require_text("password", password)
         if len(password) < MIN_PASSWORD:
             raise FieldError("password", f"password must be at least {MIN_PASSWORD} characters")
         if len(password) > 1024:
@@ -103,8 +115,13 @@ class Auth:
         user = session.get(User, actor.id)
         if user is None:
             raise NotAuthenticated("session expired or invalid; log in again")
+        require_text("current_password", current)
+        require_text("new_password", new)
+        # Same throttle as login: a borrowed session must not become a password-guessing oracle.
+        self.limiter.check_and_count(actor.ip or "unknown", user.email)
         if not self._verify(user.password_hash, current):
             raise FieldError("current_password", "current password is not correct")
+        self.limiter.record_success(user.email)
         if len(new) < MIN_PASSWORD:
             raise FieldError("new_password", f"password must be at least {MIN_PASSWORD} characters")
         if len(new) > 1024:
@@ -141,60 +158,66 @@ class Auth:
     # ------------------------------------------------------------ sessions
 
     def login(
-        self, session: Session, email: str, password: str, ip: str, user_agent: str | None
+        self,
+        sessions: Callable[..., AbstractContextManager[Session]],
+        email: str,
+        password: str,
+        ip: str,
+        user_agent: str | None,
     ) -> tuple[str, Principal]:
-        """Check the password and open a session; returns (cookie value, principal)."""
+        """Check the password and open a session; returns (cookie value, principal).
+
+        ``sessions(readonly=...)`` opens transactions. The slow argon2 check runs in a read
+        transaction, so on SQLite it never holds the write lock; only the outcome is written.
+        """
         email = (email or "").strip().lower()[:254].replace("\x00", "")
         self.limiter.check_and_count(ip, email)
-        user = session.exec(select(User).where(User.email == email)).first()
+        with sessions(readonly=True) as s:
+            user = s.exec(select(User).where(User.email == email)).first()
+            membership = (
+                s.exec(
+                    select(Membership).where(Membership.user_id == user.id).order_by(col(Membership.id))
+                ).first()
+                if user is not None
+                else None
+            )
         if user is None:
             self._verify(self._dummy_hash, password)  # same cost whether or not the user exists
-            self.limiter.record_failure(email)
             raise NotAuthenticated("invalid email or password")
-        membership = session.exec(
-            select(Membership).where(Membership.user_id == user.id).order_by(col(Membership.id))
-        ).first()
-        if not self._verify(user.password_hash, password) or user.disabled or membership is None:
-            self.limiter.record_failure(email)
+        ok = self._verify(user.password_hash, password) and not user.disabled and membership is not None
+        if not ok or membership is None:
             if membership is not None:
-                p = Principal("user", user.id, user.email, membership.org_id, Role(membership.role))
-                audit.record(
-                    session,
-                    p.with_origin(ip, user_agent),
-                    "auth.login_failed",
-                    resource_type="user",
-                    resource_id=user.id,
+                p = Principal(
+                    "user", user.id, user.email, membership.org_id, Role(membership.role), ip, user_agent
                 )
-                session.commit()
+                with sessions() as s:
+                    audit.record(s, p, "auth.login_failed", resource_type="user", resource_id=user.id)
             raise NotAuthenticated("invalid email or password")
         self.limiter.record_success(email)
-        if self.hasher.check_needs_rehash(user.password_hash):
-            user.password_hash = self.hash_password(password)
-            session.add(user)
+        principal = Principal(
+            "user", user.id, user.email, membership.org_id, Role(membership.role), ip, user_agent
+        )
         token = secrets.token_urlsafe(32)
         now = utcnow()
-        session.add(
-            UserSession(
-                id=sha256_hex(token),
-                user_id=user.id,
-                org_id=membership.org_id,
-                created_at=now,
-                expires_at=now + self.session_ttl,
-                last_seen_at=now,
-                ip=ip,
-                user_agent=(user_agent or "")[:255] or None,
+        with sessions() as s:
+            if self.hasher.check_needs_rehash(user.password_hash):
+                fresh = s.get(User, user.id)
+                if fresh is not None:
+                    fresh.password_hash = self.hash_password(password)
+                    s.add(fresh)
+            s.add(
+                UserSession(
+                    id=sha256_hex(token),
+                    user_id=user.id,
+                    org_id=membership.org_id,
+                    created_at=now,
+                    expires_at=now + self.session_ttl,
+                    last_seen_at=now,
+                    ip=principal.ip,
+                    user_agent=principal.user_agent,
+                )
             )
-        )
-        principal = Principal(
-            "user",
-            user.id,
-            user.email,
-            membership.org_id,
-            Role(membership.role),
-            ip,
-            (user_agent or "")[:255] or None,
-        )
-        audit.record(session, principal, "auth.login", resource_type="user", resource_id=user.id)
+            audit.record(s, principal, "auth.login", resource_type="user", resource_id=user.id)
         return token, principal
 
     def session_principal(
@@ -248,7 +271,7 @@ class Auth:
 
     def create_token(self, session: Session, actor: Principal, name: str, role: Role) -> tuple[ApiToken, str]:
         actor.require(Role.admin, "creating API tokens")
-        name = validate_token_name(name)
+        name = validate_token_name(require_text("name", name))
         if not actor.role.at_least(role):
             raise FieldError("role", "a token cannot have a higher role than its creator")
         prefix = secrets.token_hex(_PREFIX_LEN // 2)

@@ -10,6 +10,7 @@ import uuid
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 log = logging.getLogger("crucible.http")
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -136,6 +137,8 @@ class ObservabilityMiddleware:
         elapsed = time.perf_counter() - start
         route = _route_template(scope)
         method = scope.get("method", "")
+        if method not in _KNOWN_METHODS:
+            method = "OTHER"  # the label set must not grow with what clients send
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.latency.labels(method, route).observe(elapsed)
         if route != "/<ui>" or status >= 400:

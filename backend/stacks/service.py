@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from backend.audit import service as audit
 from backend.auth.models import Role
 from backend.auth.principal import Principal
+from backend.auth.service import require_text
 from backend.errors import Conflict, FieldError, NotFound
 from backend.stacks.models import Stack, StackLabel
 from backend.stacks.schemas import NON_NULLABLE, StackCreate, StackPublic, StackUpdate
@@ -94,6 +95,10 @@ def _flush(session: Session, name: str) -> None:
 
 def list_stacks(session: Session, principal: Principal, query: StackQuery) -> tuple[list[StackPublic], int]:
     principal.require(Role.viewer, "listing stacks")
+    for field in ("q", "label"):
+        value = getattr(query, field)
+        if value is not None:
+            require_text(field, value)
     stmt = select(Stack).where(Stack.org_id == principal.org_id)
     if query.q:
         needle = query.q.strip()

@@ -14,7 +14,7 @@ def test_protected_pages_redirect_to_login_and_bad_password_is_explained(page, s
     page.goto("/stacks")
     expect(page).to_have_url(re.compile(r"/login/?\?next=%2Fstacks"))
     login(password="not-the-password")
-    expect(page.get_by_test_id("login-error")).to_contain_text("invalid email or password")
+    expect(page.get_by_test_id("login-error")).to_contain_text("Invalid email or password")
     # The cookie is httpOnly: nothing the page's scripts can read.
     assert "crucible_session" not in page.evaluate("document.cookie")
 

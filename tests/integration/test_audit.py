@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
+from starlette.testclient import TestClient
 
 from backend.audit import service as audit
 from backend.audit.models import AuditEvent
@@ -380,3 +381,18 @@ def test_concurrent_appends_never_fork_the_chain(world):
     )
     result = audit.verify_chain(world.ctx.engine)
     assert (result.ok, result.checked) == (True, threads * per_thread)
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+def test_csv_export_defuses_spreadsheet_formulas(history, app, alice_api):
+    """User agents are attacker-chosen (failed logins record them): no cell may start a formula."""
+    with TestClient(app, client=("203.0.113.9", 1)) as c:
+        c.post(
+            "/api/v1/auth/login",
+            json={"email": history["alice"].email, "password": "wrong"},
+            headers={"User-Agent": '=HYPERLINK("http://evil.example","x")'},
+        )
+    rows = list(csv.DictReader(io.StringIO(alice_api.get(f"{AUDIT}/export", params={"format": "csv"}).text)))
+    failed = [r for r in rows if r["action"] == "auth.login_failed"]
+    assert failed and failed[0]["user_agent"] == '\'=HYPERLINK("http://evil.example","x")'
+    assert not any(v.startswith(("=", "+", "@")) for r in rows for v in r.values())

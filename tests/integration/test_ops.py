@@ -187,3 +187,11 @@ def test_rejected_bodies_carry_a_request_id_too(client):
     )
     assert response.status_code == 413
     assert re.fullmatch(r"[0-9a-f]{16}", response.headers.get("x-request-id", ""))
+
+
+def test_unknown_http_methods_share_one_metrics_label(client):
+    for i in range(3):
+        client.request(f"XMETH{i}", "/api/v1/stacks")
+    methods = {s.labels["method"] for s in _samples(client, "crucible_http_requests_total")}
+    assert not any(m.startswith("XMETH") for m in methods), methods
+    assert "OTHER" in methods
