@@ -35,6 +35,7 @@ run: $(VENV)/.run-deps
 ## Install what the suite needs and run unit, integration (SQLite + PostgreSQL) and e2e tests.
 test: $(VENV)/.dev-deps
 	@bash .ci/system-deps.sh test
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/crucible build-ui --port $${CRUCIBLE_E2E_PORT:-3111}
 	CRUCIBLE_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -364,7 +364,13 @@ def stack_detail_page() -> rx.Component:
     )
     return page(
         "stacks",
-        rx.text.span(s.stack.name, custom_attrs=testid("stack-name")),
+        # Unmounted while loading and keyed by id: React never patches one stack's name into
+        # the text node of the previous one (seen as "network-proddns-staging" before).
+        rx.cond(
+            s.loading,
+            rx.skeleton(rx.text.span("Loading stack")),
+            rx.text.span(s.stack.name, key=s.stack.id, custom_attrs=testid("stack-name")),
+        ),
         body,
         breadcrumb=[("Stacks", "/stacks")],
         actions=rx.cond(s.not_found | s.loading, rx.fragment(), actions),
