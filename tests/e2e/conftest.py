@@ -13,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
+
+# CI machines are small and busy: give assertions time, they still fail fast on a real bug.
+expect.set_options(timeout=15_000)
 
 REPO = Path(__file__).resolve().parents[2]
 CRUCIBLE = REPO / ".venv" / "bin" / "crucible"
