@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -83,6 +84,18 @@ def reflex_env(port: int) -> dict[str, str]:
     return env
 
 
+def _content(path: Path) -> bytes:
+    """File bytes; JSON canonicalised, because Reflex rewrites reflex.lock/package.json with
+    its keys in a different order depending on whether .web existed (same content)."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        try:
+            return json.dumps(json.loads(data), sort_keys=True).encode()
+        except ValueError:
+            return data
+    return data
+
+
 def source_hash(port: int) -> str:
     h = hashlib.sha256()
     h.update(importlib.metadata.version("reflex").encode())
@@ -101,7 +114,7 @@ def source_hash(port: int) -> str:
             if "__pycache__" in f.parts:
                 continue
             h.update(str(f.relative_to(REPO_ROOT)).encode())
-            h.update(f.read_bytes())
+            h.update(_content(f))
     return h.hexdigest()
 
 
