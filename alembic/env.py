@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import backend.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from alembic import context
+from backend.db import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -19,6 +20,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
+        include_object=include_object,
         render_as_batch=url.startswith("sqlite"),
     )
     with context.begin_transaction():
@@ -38,6 +40,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             compare_type=True,
+            include_object=include_object,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

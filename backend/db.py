@@ -59,6 +59,15 @@ def session_scope(engine: Engine, readonly: bool = False) -> Iterator[Session]:
             raise
 
 
+# Search indexes that migrations manage outside the models (see backend/stacks/search.py).
+UNMODELLED_PREFIX = "stack_search"
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic autogenerate filter: ignore the search index objects the models don't declare."""
+    return not (name or "").startswith((UNMODELLED_PREFIX, "ix_" + UNMODELLED_PREFIX))
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 

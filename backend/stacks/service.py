@@ -16,6 +16,7 @@ from backend.auth.service import require_text
 from backend.errors import Conflict, FieldError, NotFound
 from backend.stacks.models import Stack, StackLabel
 from backend.stacks.schemas import NON_NULLABLE, StackCreate, StackPublic, StackUpdate
+from backend.stacks.search import apply_search
 from backend.timeutil import iso, new_id, utcnow
 
 MAX_PAGE = 200
@@ -100,13 +101,8 @@ def list_stacks(session: Session, principal: Principal, query: StackQuery) -> tu
         if value is not None:
             require_text(field, value)
     stmt = select(Stack).where(Stack.org_id == principal.org_id)
-    if query.q:
-        needle = query.q.strip()
-        stmt = stmt.where(
-            col(Stack.name).icontains(needle, autoescape=True)
-            | col(Stack.description).icontains(needle, autoescape=True)
-            | col(Stack.repository_url).icontains(needle, autoescape=True)
-        )
+    if query.q and query.q.strip():
+        stmt = apply_search(stmt, session, query.q.strip())
     if query.tool:
         stmt = stmt.where(Stack.tool == query.tool)
     if query.label:

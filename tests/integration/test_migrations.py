@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 import backend.models  # noqa: F401  (registers every table)
 from alembic import command
 from backend.config import load_settings
-from backend.db import alembic_config, make_engine, migrate
+from backend.db import UNMODELLED_PREFIX, alembic_config, include_object, make_engine, migrate
 
 APP_TABLES = set(SQLModel.metadata.tables)
 
@@ -31,7 +31,19 @@ def engine(migration_settings):
 
 
 def _tables(engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
+    return {t for t in inspect(engine).get_table_names() if not t.startswith(UNMODELLED_PREFIX)}
+
+
+def _search_objects(engine) -> set[str]:
+    """The trigram search index: an FTS5 table on SQLite, a GIN index on PostgreSQL."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(
+                text("SELECT indexname FROM pg_indexes WHERE indexname = 'ix_stack_search_trgm'")
+            )
+        else:
+            rows = conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'stack_search'"))
+        return {r[0] for r in rows}
 
 
 def _current(engine) -> str | None:
@@ -79,6 +91,7 @@ def test_upgrade_downgrade_upgrade(migration_settings, engine):
     assert _current(engine) == _head(migration_settings)
     assert _tables(engine) == APP_TABLES | {"alembic_version"}
     assert _triggers(engine)  # the audit log is append-only in the database itself
+    assert _search_objects(engine)
 
     migrate(migration_settings)  # at head already: a no-op, not an error
     assert _current(engine) == _head(migration_settings)
@@ -87,6 +100,7 @@ def test_upgrade_downgrade_upgrade(migration_settings, engine):
     assert _current(engine) is None
     assert _tables(engine) == {"alembic_version"}
     assert _triggers(engine) == set()
+    assert _search_objects(engine) == set()
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             functions = conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE 'crucible%'"))
@@ -101,7 +115,12 @@ def test_models_match_the_migrated_schema(migration_settings, engine):
     migrate(migration_settings)
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "render_as_batch": conn.dialect.name == "sqlite"}
+            conn,
+            opts={
+                "compare_type": True,
+                "include_object": include_object,
+                "render_as_batch": conn.dialect.name == "sqlite",
+            },
         )
         diffs = compare_metadata(context, SQLModel.metadata)
     assert diffs == [], "models and migrations disagree; generate a migration:\n" + "\n".join(map(str, diffs))

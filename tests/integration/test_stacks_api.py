@@ -168,6 +168,22 @@ def test_search(api, catalog, q, expected):
     assert _names(api.get(STACKS, params={"q": q})) == expected
 
 
+def test_search_index_follows_renames_edits_and_deletes(api, catalog):
+    net_prod = catalog["net-prod"]["id"]
+    assert (
+        api.patch(
+            f"{STACKS}/{net_prod}", json={"name": "backbone", "description": "core routers"}
+        ).status_code
+        == 200
+    )
+    assert _names(api.get(STACKS, params={"q": "backbone"})) == ["backbone"]
+    assert _names(api.get(STACKS, params={"q": "vpc"})) == []  # the old description is gone
+    assert _names(api.get(STACKS, params={"q": "routers"})) == ["backbone"]
+    assert api.delete(f"{STACKS}/{net_prod}").status_code == 204
+    assert _names(api.get(STACKS, params={"q": "backbone"})) == []
+    assert api.get(STACKS, params={"q": "net"}).json()["count"] == 2
+
+
 def test_filter_by_tool_and_label_combine(api, catalog):
     assert _names(api.get(STACKS, params={"tool": "opentofu"})) == ["net-dev", "net-prod"]
     assert _names(api.get(STACKS, params={"label": "env:prod"})) == ["db-prod", "edge", "net-prod"]
