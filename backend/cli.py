@@ -53,6 +53,13 @@ def _prepare():
         _fail(f"database migration failed ({settings.sqlalchemy_url.split('@')[-1]}): {exc}")
     ctx = build_context(settings)
     set_context(ctx)
+    if settings.object_store == "s3":
+        from backend.storage import StorageError
+
+        try:
+            ctx.objects.ensure_bucket()  # type: ignore[attr-defined]
+        except StorageError as exc:
+            _fail(f"object store: {exc}")
     with ctx.session() as s:
         result = bootstrap_admin(ctx.auth, s)
     if result.created:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,35 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=65536, ge=1024)
+    # Object store: state versions, plans, archived logs (docs/storage.md).
+    object_store: Literal["filesystem", "s3"] = "filesystem"
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; unset = AWS.")
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_s3_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as http://minio:9000")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> Settings:
+        if self.object_store == "s3" and not self.s3_bucket:
+            raise ValueError("CRUCIBLE_S3_BUCKET: required when CRUCIBLE_OBJECT_STORE=s3")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise ValueError(
+                "CRUCIBLE_S3_ACCESS_KEY_ID and CRUCIBLE_S3_SECRET_ACCESS_KEY must be set together "
+                "(or neither, to use boto3's default credentials)"
+            )
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +158,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            lines.append(f"CRUCIBLE_{field.upper()}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["loc"]:
+                lines.append(f"CRUCIBLE_{str(err['loc'][0]).upper()}: {msg}")
+            else:  # a check across fields names its variables itself
+                lines.append(msg)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

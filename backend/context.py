@@ -19,6 +19,7 @@ from backend.auth.ratelimit import LoginRateLimiter
 from backend.auth.service import Auth
 from backend.config import Settings, load_settings
 from backend.db import make_engine, session_scope
+from backend.storage import ObjectStore, build_object_store
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ class AppContext:
     settings: Settings
     engine: Engine
     auth: Auth
+    objects: ObjectStore
     started_at: float = field(default_factory=time.time)
 
     @contextmanager
@@ -55,7 +57,27 @@ def build_context(settings: Settings, engine: Engine | None = None) -> AppContex
         settings.login_window_seconds,
     )
     auth = Auth(hasher, limiter, timedelta(hours=settings.session_ttl_hours))
-    return AppContext(settings=settings, engine=engine or make_engine(settings.sqlalchemy_url), auth=auth)
+    return AppContext(
+        settings=settings,
+        engine=engine or make_engine(settings.sqlalchemy_url),
+        auth=auth,
+        objects=object_store_for(settings),
+    )
+
+
+def object_store_for(settings: Settings) -> ObjectStore:
+    if settings.object_store == "filesystem":
+        return build_object_store("filesystem", root=settings.resolved_data_dir / "objects")
+    secret = settings.s3_secret_access_key
+    return build_object_store(
+        "s3",
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        prefix=settings.s3_prefix,
+    )
 
 
 _ctx: AppContext | None = None

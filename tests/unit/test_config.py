@@ -159,3 +159,39 @@ def test_cli_refuses_to_start_with_a_bad_variable(tmp_path, variable, value):
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "crucible.db").exists()  # stopped before touching the database
+
+
+def test_s3_object_store_settings_are_checked_together(tmp_path):
+    from backend.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="CRUCIBLE_S3_BUCKET: required when CRUCIBLE_OBJECT_STORE=s3"):
+        load_settings(data_dir=tmp_path, object_store="s3")
+    with pytest.raises(ConfigError, match="CRUCIBLE_S3_ACCESS_KEY_ID and CRUCIBLE_S3_SECRET_ACCESS_KEY"):
+        load_settings(data_dir=tmp_path, object_store="s3", s3_bucket="b", s3_access_key_id="AKIA")
+    with pytest.raises(ConfigError, match="CRUCIBLE_S3_ENDPOINT_URL"):
+        load_settings(data_dir=tmp_path, s3_endpoint_url="minio:9000")
+    ok = load_settings(
+        data_dir=tmp_path, object_store="s3", s3_bucket="b", s3_endpoint_url="http://minio:9000/"
+    )
+    assert ok.s3_endpoint_url == "http://minio:9000"
+
+
+@pytest.mark.slow
+def test_cli_refuses_to_start_when_the_s3_endpoint_is_unreachable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIBLE_")}
+    env.update(
+        {
+            "CRUCIBLE_DATA_DIR": str(tmp_path / "data"),
+            "CRUCIBLE_OBJECT_STORE": "s3",
+            "CRUCIBLE_S3_BUCKET": "crucible",
+            "CRUCIBLE_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # discard port: nothing listens
+            "CRUCIBLE_S3_ACCESS_KEY_ID": "test",
+            "CRUCIBLE_S3_SECRET_ACCESS_KEY": "test",
+        }
+    )
+    result = subprocess.run(
+        [str(CRUCIBLE), "api", "--port", "1"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "object store" in result.stderr and "127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr

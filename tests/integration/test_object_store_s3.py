@@ -1,0 +1,276 @@
+"""S3ObjectStore against moto's standalone server over real HTTP, plus the shared behaviour.
+
+The `store` fixture is parametrized over the filesystem store, S3, and S3 with a key prefix, so
+the behavioural tests below hold for every backend. moto runs as a subprocess for the session;
+every test gets a bucket of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from backend.storage import (
+    InvalidKey,
+    ObjectCorrupted,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    S3ObjectStore,
+    StorageError,
+    StorageUnavailable,
+    build_object_store,
+)
+
+ACCESS_KEY = "crucible-test"
+SECRET_KEY = "crucible-test-secret"
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's AWS_* settings (profile, endpoint, keys) must not leak into these tests."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    args = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*args, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {endpoint}:\n{log_path.read_text()}")
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def s3_params(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint_url": endpoint,
+        "bucket": bucket,
+        "region": REGION,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        **extra,
+    }
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"crucible-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def raw_s3(moto_endpoint: str) -> Any:
+    """A plain boto3 client, for tampering with objects behind the store's back."""
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def s3_store(moto_endpoint: str, bucket: str) -> S3ObjectStore:
+    store = build_object_store("s3", **s3_params(moto_endpoint, bucket))
+    assert isinstance(store, S3ObjectStore)
+    assert store.ensure_bucket() is True
+    return store
+
+
+@pytest.fixture(params=["filesystem", "s3", "s3-prefixed"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, bucket: str) -> ObjectStore:
+    if request.param == "filesystem":
+        return build_object_store("filesystem", root=tmp_path / "objects")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    prefix = "crucible/prod" if request.param == "s3-prefixed" else ""
+    s3 = S3ObjectStore(**s3_params(endpoint, bucket, prefix=prefix))
+    s3.ensure_bucket()
+    return s3
+
+
+# --------------------------------------------------------------------------- shared behaviour
+
+
+def test_round_trip(store):
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    info = store.put("stacks/st_1/state/v1.tfstate", data)
+    assert info == ObjectInfo("stacks/st_1/state/v1.tfstate", len(data), hashlib.sha256(data).hexdigest())
+    assert store.get("stacks/st_1/state/v1.tfstate") == data
+    assert store.exists("stacks/st_1/state/v1.tfstate")
+    store.put("stacks/st_1/state/v1.tfstate", b"v2")
+    assert store.get("stacks/st_1/state/v1.tfstate") == b"v2"
+    assert store.put("empty", b"").size == 0 and store.get("empty") == b""
+
+
+def test_list_by_prefix_sorted_with_sizes_and_hashes(store):
+    keys = ["runs/10/log", "runs/1/plan.bin", "runs/1/log", "state/v1", "runs/2/log", "a", "a/b"]
+    for key in keys:
+        store.put(key, key.encode())
+    assert [i.key for i in store.list()] == sorted(keys)
+    assert [i.key for i in store.list("runs/1")] == ["runs/1/log", "runs/1/plan.bin", "runs/10/log"]
+    assert [i.key for i in store.list("runs/1/")] == ["runs/1/log", "runs/1/plan.bin"]
+    assert store.list("state/") == [ObjectInfo("state/v1", 8, hashlib.sha256(b"state/v1").hexdigest())]
+    assert store.list("nothing/") == []
+
+
+def test_delete_is_idempotent(store):
+    store.put("logs/run.log", b"x")
+    store.delete("logs/run.log")
+    store.delete("logs/run.log")
+    store.delete("never/existed")
+    assert not store.exists("logs/run.log")
+    assert store.list("logs/") == []
+
+
+def test_missing_key(store):
+    with pytest.raises(ObjectNotFound, match=r"'plans/nope\.bin' does not exist"):
+        store.get("plans/nope.bin")
+    assert store.exists("plans/nope.bin") is False
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a b", "x" * 513])
+def test_invalid_keys(store, key):
+    for call in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.delete(key)):
+        with pytest.raises(InvalidKey):
+            call()
+
+
+# --------------------------------------------------------------------------- S3 specifics
+
+
+def test_sha256_travels_as_object_metadata(s3_store, raw_s3, bucket):
+    s3_store.put("plans/p.json", b"{}")
+    head = raw_s3.head_object(Bucket=bucket, Key="plans/p.json")
+    assert head["Metadata"] == {"sha256": hashlib.sha256(b"{}").hexdigest()}
+
+
+def test_prefix_is_applied_to_stored_keys(moto_endpoint, bucket, raw_s3):
+    store = S3ObjectStore(**s3_params(moto_endpoint, bucket, prefix="/team-a/"))
+    store.ensure_bucket()
+    store.put("state/v1", b"s")
+    raw_s3.put_object(Bucket=bucket, Key="outside", Body=b"not ours")
+    listed = raw_s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert sorted(o["Key"] for o in listed) == ["outside", "team-a/state/v1"]
+    assert [i.key for i in store.list()] == ["state/v1"]
+
+
+def test_object_without_hash_metadata_is_corrupted(s3_store, raw_s3, bucket):
+    s3_store.put("state/v1", b"good")
+    raw_s3.put_object(Bucket=bucket, Key="state/v1", Body=b"good")
+    with pytest.raises(ObjectCorrupted, match="no SHA-256"):
+        s3_store.get("state/v1")
+    with pytest.raises(ObjectCorrupted):
+        s3_store.list()
+
+
+def test_object_with_wrong_hash_metadata_is_corrupted(s3_store, raw_s3, bucket):
+    s3_store.put("state/v1", b"good")
+    raw_s3.put_object(
+        Bucket=bucket, Key="state/v1", Body=b"evil", Metadata={"sha256": hashlib.sha256(b"good").hexdigest()}
+    )
+    with pytest.raises(ObjectCorrupted, match=r"'state/v1' is corrupted: SHA-256 is"):
+        s3_store.get("state/v1")
+
+
+def test_object_written_with_matching_metadata_reads_back(s3_store, raw_s3, bucket):
+    raw_s3.put_object(
+        Bucket=bucket, Key="k", Body=b"x", Metadata={"sha256": hashlib.sha256(b"x").hexdigest()}
+    )
+    assert s3_store.get("k") == b"x"
+
+
+def test_ensure_bucket_is_idempotent(s3_store):
+    assert s3_store.ensure_bucket() is False
+
+
+def test_missing_bucket_names_the_bucket(moto_endpoint):
+    store = S3ObjectStore(**s3_params(moto_endpoint, "no-such-bucket-here"))
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist") as excinfo:
+        store.get("k")
+    assert not isinstance(excinfo.value, ObjectNotFound | StorageUnavailable)
+
+
+def test_unreachable_endpoint_fails_fast_and_names_it():
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    store = S3ObjectStore(**s3_params(endpoint, "b", connect_timeout=0.5, read_timeout=0.5, max_attempts=2))
+    started = time.monotonic()
+    for call in (lambda: store.get("k"), lambda: store.put("k", b"x"), store.ensure_bucket, store.list):
+        with pytest.raises(StorageUnavailable, match=f"S3 endpoint {endpoint} is unreachable"):
+            call()
+    assert time.monotonic() - started < 10
+
+
+def test_endpoint_that_never_answers_times_out():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()  # accepts the TCP handshake (backlog) but never replies
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        store = S3ObjectStore(
+            **s3_params(endpoint, "b", connect_timeout=0.5, read_timeout=0.5, max_attempts=1)
+        )
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="unreachable"):
+            store.get("k")
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"bucket": ""}, "bucket must not be empty"),
+        ({"endpoint_url": "minio:9000"}, "must be an absolute http"),
+        ({"secret_access_key": None}, "set both"),
+        ({"prefix": "a/../b"}, "prefix 'a/../b' is invalid"),
+    ],
+)
+def test_bad_parameters_are_rejected(params, message):
+    with pytest.raises(ValueError, match=message):
+        S3ObjectStore(**{**s3_params("http://127.0.0.1:9", "b"), **params})
