@@ -6,6 +6,7 @@ CRUCIBLE_DATA_DIR). A bad value stops start-up with a message naming the variabl
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=65536, ge=1024)
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs). Empty:
+    # the TCP peer is the client. Behind a proxy, set it, or every user shares one rate limit.
+    trusted_proxies: str = ""
     # Object store: state versions, plans, archived logs (docs/storage.md).
     object_store: Literal["filesystem", "s3"] = "filesystem"
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; unset = AWS.")
@@ -53,6 +57,24 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_prefix: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR such as 10.0.0.0/8") from None
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(v.strip(), strict=False)
+            for v in self.trusted_proxies.split(",")
+            if v.strip()
+        )
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,8 +21,35 @@ def get_ctx(request: Request) -> AppContext:
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
+def resolve_client_ip(peer: str | None, forwarded_for: str | None, trusted) -> str:
+    """The client address: the TCP peer, unless it is a trusted proxy; then the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy (entries left of it are
+    client-supplied and can be forged)."""
+    if not peer:
+        return "unknown"
+    if not trusted or not forwarded_for or not _in(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _in(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the header: fall back to what we know
+    return peer
+
+
+def _in(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    trusted = get_ctx(request).settings.trusted_proxy_networks
+    peer = request.client.host if request.client else None
+    return resolve_client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
 def current_principal(request: Request, ctx: CtxDep) -> Principal:

@@ -12,6 +12,7 @@ import reflex as rx
 
 from backend.auth.principal import Principal
 from backend.context import get_context
+from backend.deps import resolve_client_ip
 from backend.errors import NotAuthenticated
 from state.guard import session_cookie
 from state.helpers import run_db
@@ -34,7 +35,11 @@ class AuthState(rx.State):
         """Validate the session cookie against the database; raises SessionExpired."""
         headers = self.router.headers
         token = self._session_token()
-        ip = self.router.session.client_ip or None
+        ip = resolve_client_ip(
+            self.router.session.client_ip or None,
+            headers.raw_headers.get("x-forwarded-for"),
+            get_context().settings.trusted_proxy_networks,
+        )
         try:
             return await run_db(
                 lambda s: get_context().auth.session_principal(s, token, ip, headers.user_agent),

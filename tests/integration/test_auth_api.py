@@ -584,3 +584,27 @@ def test_password_change_guesses_are_throttled(world, as_actor):
         for i in range(4)
     ]
     assert codes[:2] == [422, 422] and codes[2:] == [429, 429], codes
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{**LOW_LIMITS, "trusted_proxies": "10.0.0.0/8"}], ids=["behind-proxy"]
+)
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+def test_behind_a_trusted_proxy_limits_and_audit_use_the_forwarded_address(world, app):
+    """Without this, everyone behind the proxy would share one per-IP login budget."""
+    users = [world.user(login=False) for _ in range(4)]
+
+    def via_proxy(user, client: str):
+        with TestClient(app, client=("10.1.2.3", 40000)) as c:
+            return c.post(
+                LOGIN,
+                json={"email": user.email, "password": user.password},
+                headers={"X-Forwarded-For": client},
+            )
+
+    for user in users[:3]:
+        assert via_proxy(user, "198.51.100.10").status_code == 200
+    assert via_proxy(users[3], "198.51.100.10").status_code == 429  # that client's budget is spent
+    assert via_proxy(users[3], "198.51.100.11").status_code == 200  # another client behind the proxy
+    ips = {e.ip for e in world.audit_events() if e.action == "auth.login"}
+    assert ips == {"198.51.100.10", "198.51.100.11"}
