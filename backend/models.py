@@ -2,6 +2,7 @@
 
 from backend.audit.models import AuditEvent
 from backend.auth.models import ApiToken, Membership, Organization, User, UserSession
+from backend.runs.models import Run
 from backend.stacks.models import Stack, StackLabel
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "AuditEvent",
     "Membership",
     "Organization",
+    "Run",
     "Stack",
     "StackLabel",
     "User",
