@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,10 @@ def repo(tmp_path) -> dict:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    # A fresh loop in its own thread: the session's Playwright fixture keeps a loop running in
+    # the main thread when the e2e tests ran first.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_branch_head_with_project_root(repo, tmp_path):
