@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages a step needs, only when they are missing.
 #   python: python3-venv        run: npm (to fetch Node 22 once)
-#   test:   npm, chromium, a running PostgreSQL on 127.0.0.1:5432
+#   test:   npm, chromium, bubblewrap, a running PostgreSQL on 127.0.0.1:5432
 set -euo pipefail
 
 need=()
@@ -30,6 +30,7 @@ case "${1:-}" in
     have_cmd git || need+=(git)
     [ -x /usr/bin/chromium ] || need+=(chromium)
     have_cmd pg_isready || need+=(postgresql)
+    have_cmd bwrap || need+=(bubblewrap)
     apt_install
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
       echo "PostgreSQL is not answering on 127.0.0.1:5432; starting the local cluster"
