@@ -16,6 +16,7 @@ import inspect
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ class Result:
 
 def sandbox_argv(phase: Phase, writable_paths: list[Path], bwrap: str) -> list[str]:
     argv = [bwrap, "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]
+    # The private /tmp must not hide the tools: an install under /tmp (a checkout's .venv, the
+    # tool's own directory) is bound back, read-only.
+    for path in sorted(_tool_dirs(phase.argv[0])):
+        argv += ["--ro-bind", str(path), str(path)]
     # Binds after --tmpfs /tmp, or the tmpfs would hide those under /tmp.
     for path in [phase.workspace, *writable_paths]:
         argv += ["--bind", str(path), str(path)]
@@ -57,6 +62,14 @@ def sandbox_argv(phase: Phase, writable_paths: list[Path], bwrap: str) -> list[s
         "--",
     ]
     return [*argv, *phase.argv]
+
+
+def _tool_dirs(executable: str) -> set[Path]:
+    candidates = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    found = shutil.which(executable)
+    if found:
+        candidates.add(Path(found).resolve().parent)
+    return {p for p in candidates if p.is_relative_to("/tmp") and p.exists()}
 
 
 async def _emit(sink: LineSink, line: str) -> None:
