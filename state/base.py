@@ -26,6 +26,9 @@ class AuthState(rx.State):
     user_label: str = ""
     user_role: str = ""
     authenticated: bool = False
+    # A form shows only after its page's load filled it: every page load clears this first, so
+    # a form never flashes (or takes keystrokes into) values left from an earlier visit.
+    form_ready: bool = False
     _uid: str = ""  # server-side only: whose data the page states hold
 
     def _session_token(self) -> str | None:
@@ -68,6 +71,7 @@ class AuthState(rx.State):
         self.user_label = principal.label
         self.user_role = principal.role.value
         self.authenticated = True
+        self.form_ready = False
 
     @rx.var
     def is_admin(self) -> bool:

@@ -308,6 +308,7 @@ class StackFormState(AuthState):
     async def load_new(self):
         self.stack_id, self.values, self.auto_apply, self.errors = "", dict(EMPTY_FORM), False, {}
         self.saving = self.loading = self.not_found = False
+        self.form_ready = True
 
     @rx.event
     async def load_edit(self):
@@ -337,6 +338,7 @@ class StackFormState(AuthState):
         }
         self.auto_apply = st.auto_apply
         self.loading = False
+        self.form_ready = True
 
     @rx.event
     def set_value(self, field: str, value: str):

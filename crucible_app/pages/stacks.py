@@ -533,7 +533,8 @@ def _form() -> rx.Component:
 
 
 def stack_new_page() -> rx.Component:
-    return page("stacks", "New stack", _form(), breadcrumb=[("Stacks", "/stacks")])
+    body = rx.cond(StackFormState.form_ready, _form(), table_skeleton(6, 2))
+    return page("stacks", "New stack", body, breadcrumb=[("Stacks", "/stacks")])
 
 
 def stack_edit_page() -> rx.Component:
@@ -547,6 +548,6 @@ def stack_edit_page() -> rx.Component:
             rx.link("Back to stacks", href="/stacks"),
             tid="stack-not-found",
         ),
-        rx.cond(f.loading, table_skeleton(6, 2), _form()),
+        rx.cond(f.loading | ~f.form_ready, table_skeleton(6, 2), _form()),
     )
     return page("stacks", "Edit stack", body, breadcrumb=[("Stacks", "/stacks")])
