@@ -251,3 +251,9 @@ def tool_badge(tool) -> rx.Component:
 
 def rel_time(rel, exact) -> rx.Component:
     return rx.tooltip(rx.text(rel, size="2", color=rx.color("gray", 11)), content=exact)
+
+
+def field_error(errors, field: str, tid: str) -> rx.Component:
+    """The server's message for one form field, under that field."""
+    msg = errors.get(field, "")
+    return rx.cond(msg != "", rx.text(msg, size="1", color=rx.color("red", 11), custom_attrs=testid(tid)))

@@ -25,7 +25,6 @@ class SessionExpired(Exception):
 class AuthState(rx.State):
     user_label: str = ""
     user_role: str = ""
-    authenticated: bool = False
     # A form shows only after its page's load filled it: every page load clears this first, so
     # a form never flashes (or takes keystrokes into) values left from an earlier visit.
     form_ready: bool = False
@@ -70,7 +69,6 @@ class AuthState(rx.State):
             self._uid = principal.id
         self.user_label = principal.label
         self.user_role = principal.role.value
-        self.authenticated = True
         self.form_ready = False
 
     @rx.var

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from backend.auth.models import Role
@@ -27,9 +27,6 @@ class Principal:
         # Origins come from request headers: keep them within what the audit log stores.
         object.__setattr__(self, "ip", (self.ip or "")[:64] or None)
         object.__setattr__(self, "user_agent", (self.user_agent or "")[:255] or None)
-
-    def with_origin(self, ip: str | None, user_agent: str | None) -> Principal:
-        return replace(self, ip=ip, user_agent=user_agent)
 
 
 def system_principal(org_id: str) -> Principal:

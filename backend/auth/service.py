@@ -23,6 +23,7 @@ from backend.auth.models import ApiToken, Membership, Organization, Role, User, 
 from backend.auth.principal import Principal, system_principal
 from backend.auth.ratelimit import LoginRateLimiter
 from backend.errors import Conflict, FieldError, Forbidden, NotAuthenticated, NotFound
+from backend.text import require_text
 from backend.timeutil import iso, new_id, utcnow
 
 TOKEN_PREFIX = "cru_"
@@ -30,15 +31,6 @@ _PREFIX_LEN = 12
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
 MIN_PASSWORD = 10
 DEFAULT_ORG_NAME = "default"
-
-
-def require_text(field: str, value: str) -> str:
-    """Reject strings that cannot be stored or hashed (lone surrogates from a websocket client)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FieldError(field, f"{field.replace('_', ' ')} contains invalid characters") from None
-    return value
 
 
 def sha256_hex(value: str) -> str:

@@ -12,11 +12,11 @@ from sqlmodel import Session, col, select
 from backend.audit import service as audit
 from backend.auth.models import Role
 from backend.auth.principal import Principal
-from backend.auth.service import require_text
 from backend.errors import Conflict, FieldError, NotFound
 from backend.stacks.models import Stack, StackLabel
 from backend.stacks.schemas import NON_NULLABLE, StackCreate, StackPublic, StackUpdate
 from backend.stacks.search import apply_search
+from backend.text import require_text
 from backend.timeutil import iso, new_id, utcnow
 
 MAX_PAGE = 200

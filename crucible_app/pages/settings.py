@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import page, rel_time, table_skeleton, testid
+from components.layout import field_error, page, rel_time, table_skeleton, testid
 from state.settings import ROLES, PasswordState, SettingsState
 
 MUTED = rx.color("gray", 10)
@@ -15,11 +15,6 @@ def role_badge(role, tid: str) -> rx.Component:
     return rx.badge(
         role, color_scheme=rx.match(role, *ROLE_COLORS, "gray"), variant="soft", custom_attrs=testid(tid)
     )
-
-
-def _error(errors, field: str, tid: str) -> rx.Component:
-    msg = errors.get(field, "")
-    return rx.cond(msg != "", rx.text(msg, size="1", color=rx.color("red", 11), custom_attrs=testid(tid)))
 
 
 def _labelled(label: str, control: rx.Component, error: rx.Component, width: str = "auto") -> rx.Component:
@@ -72,7 +67,7 @@ def _member_form() -> rx.Component:
                         color_scheme=rx.cond(s.member_errors.contains("email"), "red", "gray"),
                         custom_attrs=testid("settings-member-email-input"),
                     ),
-                    _error(s.member_errors, "email", "settings-member-email-error"),
+                    field_error(s.member_errors, "email", "settings-member-email-error"),
                     width="280px",
                 ),
                 _labelled(
@@ -86,7 +81,7 @@ def _member_form() -> rx.Component:
                         color_scheme=rx.cond(s.member_errors.contains("password"), "red", "gray"),
                         custom_attrs=testid("settings-member-password-input"),
                     ),
-                    _error(s.member_errors, "password", "settings-member-password-error"),
+                    field_error(s.member_errors, "password", "settings-member-password-error"),
                     width="240px",
                 ),
                 _labelled(
@@ -94,7 +89,7 @@ def _member_form() -> rx.Component:
                     _role_select(
                         s.member_role, s.set_member_role, "settings-member-role-select", "settings-member"
                     ),
-                    _error(s.member_errors, "role", "settings-member-role-error"),
+                    field_error(s.member_errors, "role", "settings-member-role-error"),
                 ),
                 rx.vstack(
                     rx.text("\u00a0", size="2"),
@@ -154,7 +149,7 @@ def _members() -> rx.Component:
     )
     return _section(
         "Members",
-        "People who can sign in to this organization. Viewers read, members change stacks and runs, "
+        "People who can sign in to this organization. Viewers read, members change stacks, "
         "admins also manage members and tokens.",
         rx.cond(s.is_admin, _member_form()),
         rx.cond(s.members_loading, table_skeleton(3, 3), table),
@@ -182,7 +177,7 @@ def _token_form() -> rx.Component:
                         color_scheme=rx.cond(s.token_errors.contains("name"), "red", "gray"),
                         custom_attrs=testid("settings-token-name-input"),
                     ),
-                    _error(s.token_errors, "name", "settings-token-name-error"),
+                    field_error(s.token_errors, "name", "settings-token-name-error"),
                     width="280px",
                 ),
                 _labelled(
@@ -190,7 +185,7 @@ def _token_form() -> rx.Component:
                     _role_select(
                         s.token_role, s.set_token_role, "settings-token-role-select", "settings-token"
                     ),
-                    _error(s.token_errors, "role", "settings-token-role-error"),
+                    field_error(s.token_errors, "role", "settings-token-role-error"),
                 ),
                 rx.vstack(
                     rx.text("\u00a0", size="2"),
@@ -443,19 +438,19 @@ def _account() -> rx.Component:
                 _labelled(
                     "Current password",
                     _password_input("current_password", "", "current-password"),
-                    _error(p.password_errors, "current_password", "settings-current-password-error"),
+                    field_error(p.password_errors, "current_password", "settings-current-password-error"),
                     width="220px",
                 ),
                 _labelled(
                     "New password",
                     _password_input("new_password", "At least 10 characters", "new-password"),
-                    _error(p.password_errors, "new_password", "settings-new-password-error"),
+                    field_error(p.password_errors, "new_password", "settings-new-password-error"),
                     width="220px",
                 ),
                 _labelled(
                     "Repeat new password",
                     _password_input("confirm_password", "", "new-password"),
-                    _error(p.password_errors, "confirm_password", "settings-confirm-password-error"),
+                    field_error(p.password_errors, "confirm_password", "settings-confirm-password-error"),
                     width="220px",
                 ),
                 rx.vstack(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, page, rel_time, table_skeleton, testid, tool_badge
+from components.layout import empty_state, field_error, page, rel_time, table_skeleton, testid, tool_badge
 from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
 
 
@@ -381,16 +381,7 @@ def stack_detail_page() -> rx.Component:
 
 
 def _error(field: str) -> rx.Component:
-    msg = StackFormState.errors.get(field, "")
-    return rx.cond(
-        msg != "",
-        rx.text(
-            msg,
-            size="1",
-            color=rx.color("red", 11),
-            custom_attrs=testid(f"stack-form-{field.replace('_', '-')}-error"),
-        ),
-    )
+    return field_error(StackFormState.errors, field, f"stack-form-{field.replace('_', '-')}-error")
 
 
 def _text_field(
