@@ -37,7 +37,7 @@ test: $(VENV)/.dev-deps
 	@bash .ci/system-deps.sh test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/crucible build-ui --port $${CRUCIBLE_E2E_PORT:-3111}
-	CRUCIBLE_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CRUCIBLE_REQUIRE_POSTGRES=1 CRUCIBLE_REQUIRE_DOCKER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- extras
 
@@ -47,6 +47,8 @@ test-fast: $(VENV)/.dev-deps
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/runner.py
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent: a Docker engine started by hand + the crucible-runner image, built without a
 # registry (debootstrap -> docker import -> docker build). Usage: docker-engine.sh <statedir>
-# Not yet called by `make test`: the Docker executor (issue 3) will use it. Measured here:
+# tests/integration/test_docker_executor.py runs it (session fixture). Measured here:
 # cold ~50 s (debootstrap ~30 s), warm < 0.5 s. Keep <statedir> short (unix socket paths are
 # limited to 108 chars) and on ext4 (overlay2). docs/design/runners.md has the background.
 set -euo pipefail

@@ -18,20 +18,26 @@ from backend.context import AppContext
 from backend.errors import FieldError, ServiceError, TooManyRequests
 from backend.ops.api import router as ops_router
 from backend.ops.middleware import Metrics, ObservabilityMiddleware
+from backend.runs.api import router as runs_router
 from backend.stacks.api import router as stacks_router
+from backend.storage import StorageError
 from backend.tasks import BACKGROUND_TASKS
 
 log = logging.getLogger("crucible.api")
 API_PREFIX = "/api/v1"
 
 
-def create_api(ctx: AppContext, run_background_tasks: bool = False) -> FastAPI:
+def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=()) -> FastAPI:
     """The API app. Under Reflex, background tasks are Reflex lifespan tasks instead, because
     Reflex mounts this app inside its own and only runs the outer lifespan."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        tasks = [asyncio.create_task(t()) for t in BACKGROUND_TASKS] if run_background_tasks else []
+        tasks = (
+            [asyncio.create_task(t()) for t in (*BACKGROUND_TASKS, *extra_tasks)]
+            if run_background_tasks
+            else []
+        )
         try:
             yield
         finally:
@@ -52,6 +58,7 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False) -> FastAPI:
 
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(stacks_router, prefix=API_PREFIX)
+    app.include_router(runs_router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(ops_router)
 
@@ -75,6 +82,13 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False) -> FastAPI:
             }
             errors.append(item)
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StorageError)
+    async def _storage(_request: Request, exc: StorageError) -> JSONResponse:
+        log.error("object store error: %s", exc)
+        return JSONResponse(
+            {"detail": f"the object store failed: {exc}"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:

@@ -92,10 +92,11 @@ def api(
     import uvicorn
 
     from backend.api import create_api
+    from runner.worker import embedded_worker
 
     ctx = _prepare()
     uvicorn.run(
-        create_api(ctx, run_background_tasks=True),
+        create_api(ctx, run_background_tasks=True, extra_tasks=(embedded_worker,)),
         host=host,
         port=port,
         log_level="warning",
@@ -125,6 +126,34 @@ def up(
     typer.echo(f"Crucible is running at http://localhost:{port}  (API: /api/v1, health: /health)", err=False)
     os.chdir(REPO_ROOT)
     os.execve(cmd[0], cmd, env)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Runs executed at the same time.")] = 2,
+) -> None:
+    """Execute runs from the queue (scale-out: any number of these against one PostgreSQL)."""
+    import asyncio
+    import signal
+
+    from backend.context import set_context
+    from runner.worker import Worker
+
+    ctx = _prepare_quiet()
+    set_context(ctx)
+    if ctx.settings.is_sqlite:
+        typer.echo("note: with SQLite, run workers on the same host as the server (one database file)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        w = Worker(ctx, concurrency=concurrency)
+        typer.echo(f"worker {w.id} started (concurrency {concurrency}); Ctrl-C stops it")
+        await w.run(stop)
+
+    asyncio.run(main())
 
 
 @app.command("build-ui")

@@ -57,6 +57,53 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_prefix: str = ""
+    # Runs and the worker (docs/runs.md). The embedded worker runs inside `crucible up`/`api`;
+    # `crucible worker` runs more of them elsewhere against the same database.
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    worker_heartbeat_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    proposed_runs_per_stack: int = Field(default=3, ge=1, le=100)
+    run_timeout_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    cancel_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    workspace_dir: Path | None = Field(
+        default=None, description="Run workspaces; default <data_dir>/workspaces."
+    )
+    local_runner_sandbox: Literal["auto", "off"] = "auto"
+    # Host paths a local run may write besides its workspace (os.pathsep-separated, absolute).
+    local_runner_writable_paths: str = ""
+    docker_host: str | None = Field(default=None, description="Docker engine URL; default DOCKER_HOST.")
+    docker_network: str = "none"
+    docker_memory: str = "2g"
+    docker_cpus: float = Field(default=2.0, gt=0, le=256)
+    docker_pids_limit: int = Field(default=1024, ge=16)
+    runner_image: str = "crucible-runner:current"
+
+    @field_validator("docker_network")
+    @classmethod
+    def _check_docker_network(cls, value: str) -> str:
+        if not value or value.startswith("container:") or any(c.isspace() for c in value):
+            raise ValueError("use none, host or the name of a Docker network")
+        return value
+
+    @field_validator("local_runner_writable_paths")
+    @classmethod
+    def _check_writable_paths(cls, value: str) -> str:
+        for item in filter(None, (v.strip() for v in value.split(os.pathsep))):
+            path = Path(item)
+            if not path.is_absolute():
+                raise ValueError(f"{item!r} must be an absolute path")
+            if not path.exists():
+                raise ValueError(f"{item!r} does not exist (the sandbox can only bind existing paths)")
+        return value
+
+    @cached_property
+    def writable_paths(self) -> list[Path]:
+        return [Path(v.strip()) for v in self.local_runner_writable_paths.split(os.pathsep) if v.strip()]
+
+    @cached_property
+    def resolved_workspace_dir(self) -> Path:
+        return (self.workspace_dir or self.resolved_data_dir / "workspaces").expanduser().resolve()
 
     @field_validator("trusted_proxies")
     @classmethod

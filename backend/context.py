@@ -18,6 +18,7 @@ from sqlmodel import Session
 from backend.auth.ratelimit import LoginRateLimiter
 from backend.auth.service import Auth
 from backend.config import Settings, load_settings
+from backend.crypto import SecretBox
 from backend.db import make_engine, session_scope
 from backend.storage import ObjectStore, build_object_store
 
@@ -30,6 +31,7 @@ class AppContext:
     engine: Engine
     auth: Auth
     objects: ObjectStore
+    secret_box: SecretBox
     started_at: float = field(default_factory=time.time)
 
     @contextmanager
@@ -49,7 +51,7 @@ class AppContext:
 
 
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
-    settings.effective_secret_key()  # generate/persist it on first start, fail early if corrupt
+    key = settings.effective_secret_key()  # generate/persist it on first start, fail early if corrupt
     hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
     limiter = LoginRateLimiter(
         settings.login_max_attempts_per_ip,
@@ -62,6 +64,7 @@ def build_context(settings: Settings, engine: Engine | None = None) -> AppContex
         engine=engine or make_engine(settings.sqlalchemy_url),
         auth=auth,
         objects=object_store_for(settings),
+        secret_box=SecretBox(key),
     )
 
 

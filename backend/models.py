@@ -2,8 +2,8 @@
 
 from backend.audit.models import AuditEvent
 from backend.auth.models import ApiToken, Membership, Organization, User, UserSession
-from backend.runs.models import Run
-from backend.stacks.models import Stack, StackLabel
+from backend.runs.models import Run, RunLogChunk
+from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
 
 __all__ = [
     "ApiToken",
@@ -11,8 +11,11 @@ __all__ = [
     "Membership",
     "Organization",
     "Run",
+    "RunLogChunk",
     "Stack",
+    "StackApprover",
     "StackLabel",
+    "StackVariable",
     "User",
     "UserSession",
 ]

@@ -10,10 +10,14 @@ PostgreSQL tests skip, or fail when CRUCIBLE_REQUIRE_POSTGRES=1 (set by `make te
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
 import shutil
+import signal
+import subprocess
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -207,6 +211,61 @@ def empty_db_url(db_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -
         yield server.sqlalchemy_url(name)
     finally:
         server.drop(name)
+
+
+# --------------------------------------------------------------------------- docker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKER_STATE_DIR = REPO_ROOT / ".cache" / "docker"  # short enough for unix socket paths
+REQUIRE_DOCKER = os.environ.get("CRUCIBLE_REQUIRE_DOCKER") == "1"
+
+
+def _engine_answers(sock: Path) -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[str]:
+    """A Docker engine started by hand (.ci/docker-engine.sh, idempotent) with the runner image
+    built locally; yields its base URL. Skips with the reason when the engine cannot run here,
+    fails instead when CRUCIBLE_REQUIRE_DOCKER=1 (set by `make test`). An engine this session
+    started is stopped at the end; the image stays cached in .cache/docker."""
+    sock = DOCKER_STATE_DIR / "docker.sock"
+    started_here = not _engine_answers(sock)
+    try:
+        proc = subprocess.run(
+            ["bash", str(REPO_ROOT / ".ci" / "docker-engine.sh"), str(DOCKER_STATE_DIR)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        reason = None if proc.returncode == 0 else (proc.stdout + proc.stderr).strip()[-2000:]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = str(exc)
+    if reason is not None:
+        reason = f"the Docker engine cannot run here (.ci/docker-engine.sh {DOCKER_STATE_DIR}): {reason}"
+        if REQUIRE_DOCKER:
+            pytest.fail(f"{reason} (CRUCIBLE_REQUIRE_DOCKER=1)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield f"unix://{sock}"
+    finally:
+        pidfile = DOCKER_STATE_DIR / "docker.pid"
+        if started_here and pidfile.exists():
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- app

@@ -31,8 +31,7 @@ _ADMISSIBLE = f"""
          AND NOT EXISTS (SELECT 1 FROM run h WHERE h.stack_id = r.stack_id AND h.exclusive
                          AND h.status IN {HOLDING!r})
          AND NOT EXISTS (SELECT 1 FROM run o WHERE o.stack_id = r.stack_id AND o.exclusive
-                         AND o.status = 'queued'
-                         AND (o.created_at < r.created_at OR (o.created_at = r.created_at AND o.id < r.id))))
+                         AND o.status = 'queued' AND (o.created_at, o.id) < (r.created_at, r.id)))
         OR (NOT r.exclusive
             AND (SELECT count(*) FROM run p WHERE p.stack_id = r.stack_id AND NOT p.exclusive
                  AND p.status IN {EXECUTING!r}) < :cap)
@@ -42,33 +41,62 @@ _ADMISSIBLE = f"""
 
 def claim(session: Session, worker_id: str, now: datetime, proposed_cap: int = 3) -> Run | None:
     """Take the next admissible run for ``worker_id`` (status → preparing), or None."""
+    for _attempt in range(3):  # a lost race is retried: runs may still be claimable
+        outcome = _claim_once(session, worker_id, now, proposed_cap)
+        if outcome is not _LOST:
+            return outcome  # type: ignore[return-value]
+    return None
+
+
+_LOST = object()
+
+
+def _claim_once(session: Session, worker_id: str, now: datetime, proposed_cap: int) -> Run | object | None:
     postgres = session.get_bind().dialect.name == "postgresql"
     lock = " FOR UPDATE OF r SKIP LOCKED" if postgres else ""
-    sql = f"SELECT r.id, r.stack_id FROM run r WHERE {_ADMISSIBLE} ORDER BY r.created_at, r.id LIMIT 1{lock}"
-    row = session.execute(text(sql), {"cap": proposed_cap}).first()
-    if row is None:
+    sql = text(f"SELECT r.* FROM run r WHERE {_ADMISSIBLE} ORDER BY r.created_at, r.id LIMIT 1{lock}")
+    run = session.execute(select(Run).from_statement(sql.bindparams(cap=proposed_cap))).scalars().first()
+    if run is None:
         return None
-    run_id, stack_id = row
-    if postgres:
-        # Serialize the per-stack checks: re-check admissibility with the stack row locked.
-        session.exec(select(Stack.id).where(Stack.id == stack_id).with_for_update())
+    if postgres and not run.exclusive:
+        # The cap on parallel proposed runs has no index behind it: re-check under the stack
+        # lock. (One active tracked/destroy run per stack is the partial unique index's job.)
+        session.exec(select(Stack.id).where(Stack.id == run.stack_id).with_for_update())
         again = session.execute(
             text(f"SELECT 1 FROM run r WHERE r.id = :id AND {_ADMISSIBLE}"),
-            {"id": run_id, "cap": proposed_cap},
+            {"id": run.id, "cap": proposed_cap},
         ).first()
         if again is None:
-            return None
-    run = session.get(Run, run_id)
-    assert run is not None
+            return _LOST
     apply_state(run, lc.start_preparing(state_of(run), now), now)
     run.worker_id = worker_id
     run.heartbeat_at = now
     session.add(run)
     try:
-        session.flush()
-    except IntegrityError:  # another worker won the stack in the meantime
-        session.rollback()
+        with session.begin_nested():  # only this claim is undone if another worker won the stack
+            session.flush()
+    except IntegrityError:
+        session.expire(run)
+        return _LOST
+    return run
+
+
+def claim_apply(session: Session, worker_id: str, now: datetime) -> Run | None:
+    """Take the oldest confirmed run (status → applying). It already holds its stack, so there is
+    nothing to admit: only the row lock keeps two workers from taking it."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    stmt = select(Run).where(Run.status == lc.RunStatus.confirmed.value)
+    stmt = stmt.order_by(col(Run.updated_at), col(Run.id)).limit(1)
+    if postgres:
+        stmt = stmt.with_for_update(skip_locked=True)
+    run = session.exec(stmt).first()
+    if run is None:
         return None
+    apply_state(run, lc.start_applying(state_of(run), now), now)
+    run.worker_id = worker_id
+    run.heartbeat_at = now
+    session.add(run)
+    session.flush()
     return run
 
 

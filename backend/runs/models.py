@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, text
+from sqlalchemy import JSON, Column, Text, text
 from sqlmodel import Field, Index, SQLModel
 
 from backend.runs.lifecycle import RunType
@@ -20,6 +20,23 @@ class Run(SQLModel, table=True):
     __tablename__ = "run"
     __table_args__ = (
         Index("ix_run_queue", "status", "created_at"),
+        # The claim query walks queued runs in order and checks older queued runs of the same
+        # stack; partial indexes keep both flat however long the history grows.
+        Index(
+            "ix_run_queued_order",
+            "created_at",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_run_queued_stack",
+            "stack_id",
+            "created_at",
+            "id",
+            sqlite_where=text("status = 'queued' AND exclusive"),
+            postgresql_where=text("status = 'queued' AND exclusive"),
+        ),
         Index("ix_run_stack_created", "stack_id", "created_at"),
         Index("ix_run_org_created", "org_id", "created_at"),
         # The database itself refuses a second active tracked/destroy run on a stack.
@@ -41,13 +58,36 @@ class Run(SQLModel, table=True):
     commit_sha: str | None = Field(default=None, max_length=64)
     branch: str | None = Field(default=None, max_length=255)
     message: str = Field(default="", max_length=1000)
+    commit_message: str | None = Field(default=None, max_length=2000)
     trigger: str = Field(default="api", max_length=32)
     created_by: str | None = Field(default=None, max_length=254)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     status_timestamps: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     plan_summary: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    has_changes: bool | None = None
     failure_reason: str | None = Field(default=None, max_length=2000)
+    # Temporary env overrides for this run only: {name: value} as encrypted JSON.
+    env_overrides_encrypted: str | None = Field(default=None, max_length=200_000)
+    env_override_names: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Object-store keys and checksums of the plan artifacts and archived phase logs.
+    artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    retriggered_from: str | None = Field(default=None, max_length=40)
     cancel_requested_at: datetime | None = None
     worker_id: str | None = Field(default=None, max_length=100)
     heartbeat_at: datetime | None = None
+
+
+class RunLogChunk(SQLModel, table=True):
+    """Log lines of a phase that is still running (or not yet archived). Lines are appended in
+    small batches; once the phase ends they are archived to the object store and deleted here."""
+
+    __tablename__ = "run_log_chunk"
+    __table_args__ = (Index("ix_run_log_chunk_run", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=40, ondelete="CASCADE")
+    phase: str = Field(max_length=16)
+    body: str = Field(sa_column=Column(Text, nullable=False))  # lines joined by "\n"
+    line_count: int
+    created_at: datetime = Field(default_factory=utcnow)

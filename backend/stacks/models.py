@@ -40,6 +40,8 @@ class Stack(SQLModel, table=True):
     runner: str = Field(default="local", max_length=16)
     runner_image: str | None = Field(default=None, max_length=512)
     auto_apply: bool = False
+    # Ansible: the playbook to run (default site.yml, else playbook.yml).
+    playbook: str | None = Field(default=None, max_length=255)
     created_by: str | None = Field(
         default=None, max_length=254
     )  # the creator's label (email or token:<name>)
@@ -55,3 +57,30 @@ class StackLabel(SQLModel, table=True):
 
     stack_id: str = Field(foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE")
     label: str = Field(primary_key=True, max_length=64)
+
+
+class StackVariable(SQLModel, table=True):
+    """An environment variable injected into the stack's runs. Every value is stored encrypted;
+    a secret one is never shown again and is masked in run logs."""
+
+    __tablename__ = "stack_variable"
+
+    stack_id: str = Field(foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    name: str = Field(primary_key=True, max_length=128)
+    value_encrypted: str = Field(max_length=65536)
+    secret: bool = False
+    updated_by: str | None = Field(default=None, max_length=254)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StackApprover(SQLModel, table=True):
+    """A user who may confirm (and, with policies, approve) this stack's runs, whatever their
+    org role. Admins confirm every stack's runs."""
+
+    __tablename__ = "stack_approver"
+
+    stack_id: str = Field(foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    user_id: str = Field(foreign_key="user_account.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    added_by: str | None = Field(default=None, max_length=254)
+    created_at: datetime = Field(default_factory=utcnow)

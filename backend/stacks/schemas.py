@@ -114,6 +114,17 @@ def _runner_image(value: str | None) -> str | None:
     return value
 
 
+def _playbook(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip().replace("\\", "/")
+    if any(ord(c) < 32 for c in value) or value.startswith("/") or ".." in value.split("/"):
+        raise ValueError("playbook must be a path inside the project root, e.g. deploy.yml")
+    if not value.endswith((".yml", ".yaml")):
+        raise ValueError("playbook must be a YAML file (.yml or .yaml)")
+    return value
+
+
 def _labels(value: list[str]) -> list[str]:
     out: list[str] = []
     for raw in value:
@@ -137,6 +148,7 @@ Branch = Annotated[str, Field(max_length=255), AfterValidator(_branch)]
 ProjectRoot = Annotated[str, Field(max_length=1024), AfterValidator(_project_root)]
 ToolVersion = Annotated[str | None, Field(max_length=64), AfterValidator(_tool_version)]
 RunnerImage = Annotated[str | None, Field(max_length=512), AfterValidator(_runner_image)]
+Playbook = Annotated[str | None, Field(max_length=255), AfterValidator(_playbook)]
 Labels = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_labels)]
 
 
@@ -152,6 +164,7 @@ class StackCreate(BaseModel):
     tool_version: ToolVersion = None
     runner: RunnerKind = RunnerKind.local
     runner_image: RunnerImage = None
+    playbook: Playbook = None
     auto_apply: StrictBool = False
     labels: Labels = Field(default_factory=list)
 
@@ -170,6 +183,7 @@ class StackUpdate(BaseModel):
     tool_version: ToolVersion = None
     runner: RunnerKind | None = None
     runner_image: RunnerImage = None
+    playbook: Playbook = None
     auto_apply: StrictBool | None = None
     labels: Labels | None = None
 
@@ -198,6 +212,7 @@ class StackPublic(BaseModel):
     tool_version: str | None
     runner: RunnerKind
     runner_image: str | None
+    playbook: str | None
     auto_apply: bool
     labels: list[str]
     created_by: str | None

@@ -57,6 +57,7 @@ def to_public(stack: Stack, labels: list[str]) -> StackPublic:
         tool_version=stack.tool_version,
         runner=stack.runner,  # type: ignore[arg-type]
         runner_image=stack.runner_image,
+        playbook=stack.playbook,
         auto_apply=stack.auto_apply,
         labels=labels,
         created_by=stack.created_by,
@@ -72,7 +73,7 @@ def _snapshot(stack: Stack, labels: list[str]) -> dict[str, Any]:
     return doc
 
 
-def _load(session: Session, principal: Principal, stack_id: str) -> Stack:
+def load_stack(session: Session, principal: Principal, stack_id: str) -> Stack:
     stack = session.get(Stack, stack_id)
     # Another org's stack is indistinguishable from a missing one.
     if stack is None or stack.org_id != principal.org_id:
@@ -145,7 +146,7 @@ def count_by_tool(session: Session, principal: Principal) -> dict[str, int]:
 
 def get_stack(session: Session, principal: Principal, stack_id: str) -> StackPublic:
     principal.require(Role.viewer, "viewing stacks")
-    stack = _load(session, principal, stack_id)
+    stack = load_stack(session, principal, stack_id)
     return to_public(stack, _labels_of(session, [stack.id])[stack.id])
 
 
@@ -181,7 +182,7 @@ def create_stack(session: Session, principal: Principal, body: StackCreate) -> S
 
 def update_stack(session: Session, principal: Principal, stack_id: str, body: StackUpdate) -> StackPublic:
     principal.require(Role.member, "editing stacks")
-    stack = _load(session, principal, stack_id)
+    stack = load_stack(session, principal, stack_id)
     labels = _labels_of(session, [stack.id])[stack.id]
     before = _snapshot(stack, labels)
     changes = body.model_dump(exclude_unset=True)
@@ -218,7 +219,7 @@ def update_stack(session: Session, principal: Principal, stack_id: str, body: St
 
 def delete_stack(session: Session, principal: Principal, stack_id: str) -> None:
     principal.require(Role.admin, "deleting stacks")
-    stack = _load(session, principal, stack_id)
+    stack = load_stack(session, principal, stack_id)
     labels = _labels_of(session, [stack.id])[stack.id]
     before = _snapshot(stack, labels)
     session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))

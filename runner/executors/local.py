@@ -12,34 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LineSink = Callable[[str], Awaitable[None] | None]
-MAX_LINE = 1 << 20  # longer lines are split, never dropped
+from runner.executors.base import MAX_LINE, NOT_FOUND_EXIT, LineSink, Phase, Result
+from runner.executors.base import emit as _emit
 
-
-@dataclass(frozen=True)
-class Phase:
-    argv: list[str]
-    cwd: Path
-    workspace: Path
-    env: dict[str, str] = field(default_factory=dict)
-    timeout: float = 3600.0
-
-
-@dataclass(frozen=True)
-class Result:
-    exit_code: int | None
-    timed_out: bool = False
-    canceled: bool = False
-    sandboxed: bool = False
+__all__ = ["LocalExecutor", "Phase", "Result", "run", "sandbox_argv"]
 
 
 def sandbox_argv(phase: Phase, writable_paths: list[Path], bwrap: str) -> list[str]:
@@ -70,12 +53,6 @@ def _tool_dirs(executable: str) -> set[Path]:
     if found:
         candidates.add(Path(found).resolve().parent)
     return {p for p in candidates if p.is_relative_to("/tmp") and p.exists()}
-
-
-async def _emit(sink: LineSink, line: str) -> None:
-    out = sink(line)
-    if inspect.isawaitable(out):
-        await out
 
 
 async def run(
@@ -112,7 +89,7 @@ async def run(
         )
     except FileNotFoundError:
         await _emit(on_line, f"ERROR: {phase.argv[0]} not found")
-        return Result(exit_code=127, sandboxed=bool(bwrap))
+        return Result(exit_code=NOT_FOUND_EXIT, sandboxed=bool(bwrap))
 
     async def pump() -> None:
         assert proc.stdout is not None
@@ -163,3 +140,23 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
             return
         except TimeoutError:
             continue
+
+
+@dataclass
+class LocalExecutor:
+    """The embedded default: run on this host, in bubblewrap when it is installed."""
+
+    sandbox: bool = True
+    writable_paths: list[Path] = field(default_factory=list)
+    grace: float = 10.0
+    kind: str = "local"
+
+    async def run(self, phase: Phase, on_line: LineSink, *, cancel: asyncio.Event | None = None) -> Result:
+        return await run(
+            phase,
+            on_line,
+            sandbox=self.sandbox,
+            writable_paths=self.writable_paths,
+            cancel=cancel,
+            grace=self.grace,
+        )

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
+
+from runner.tools.base import PlanOutcome, Step, ToolContext, ToolError
+
+__all__ = ["AnsibleAdapter", "ToolError", "find_binary", "find_playbook", "inventory_args", "parse_recap"]
 
 PLAYBOOK_CANDIDATES = ("site.yml", "playbook.yml")
 INVENTORY_CANDIDATES = ("inventory", "inventory.ini", "hosts")
 BINARY = "ansible-playbook"
+INSTALL_HINT = "install ansible-core (pip install ansible-core) or use a runner image that has it"
 # Colours are kept for the log viewer; the recap parser strips them.
 ENV = {
     "ANSIBLE_FORCE_COLOR": "1",
@@ -29,6 +33,7 @@ LOCAL_INVENTORY = """all:
     localhost:
       ansible_connection: local
       ansible_python_interpreter: "{{ ansible_playbook_python }}"
+      ansible_remote_tmp: "{remote_tmp}"
 """
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -36,24 +41,10 @@ _RECAP_LINE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$")
 _COUNT = re.compile(r"(\w+)=(\d+)")
 
 
-class ToolError(Exception):
-    """The tool cannot run as configured; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Invocation:
-    plan: list[str]
-    apply: list[str]
-    env: dict[str, str]
-
-
 def find_binary() -> str:
     path = shutil.which(BINARY)
     if path is None:
-        raise ToolError(
-            f"{BINARY} not found on PATH: install ansible-core (pip install ansible-core) "
-            "or use a runner image that has it"
-        )
+        raise ToolError(f"{BINARY} not found on PATH: {INSTALL_HINT}")
     return path
 
 
@@ -71,19 +62,9 @@ def inventory_args(project_dir: Path, scratch: Path) -> list[str]:
         if (project_dir / name).exists():
             return ["-i", name]
     local = scratch / "crucible-localhost.yml"
-    local.write_text(LOCAL_INVENTORY)
+    # The runner's HOME may be read-only (sandbox, container): module temp files go to scratch.
+    local.write_text(LOCAL_INVENTORY.replace("{remote_tmp}", str(scratch / "ansible-tmp")))
     return ["-i", str(local)]
-
-
-def invocation(project_dir: Path, scratch: Path, playbook: str | None = None) -> Invocation:
-    binary = find_binary()
-    book = find_playbook(project_dir, playbook)
-    inv = inventory_args(project_dir, scratch)
-    return Invocation(
-        plan=[binary, *inv, "--check", "--diff", book],
-        apply=[binary, *inv, "--diff", book],
-        env=dict(ENV),
-    )
 
 
 def parse_recap(lines: list[str]) -> dict[str, int]:
@@ -109,3 +90,32 @@ def parse_recap(lines: list[str]) -> dict[str, int]:
         raise ToolError("ansible-playbook printed no PLAY RECAP (did it stop before running the play?)")
     changed = totals.pop("changed")
     return {"add": 0, "change": changed, "destroy": 0, **totals}
+
+
+class AnsibleAdapter:
+    name = "ansible"
+    binary = BINARY
+    install_hint = INSTALL_HINT
+
+    def _env(self, ctx: ToolContext) -> dict[str, str]:
+        # Ansible's own state (facts cache, collections, temp files) stays in the workspace.
+        home = ctx.scratch / "ansible"
+        return {**ENV, "ANSIBLE_HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp")}
+
+    def _base(self, ctx: ToolContext) -> list[str]:
+        book = find_playbook(ctx.project_dir, ctx.options.get("playbook") or None)
+        return [BINARY, *inventory_args(ctx.project_dir, ctx.scratch), book]
+
+    def plan_steps(self, ctx: ToolContext) -> list[Step]:
+        if ctx.run_type == "destroy":
+            raise ToolError("Ansible has no destroy: write a playbook that removes what you manage")
+        *head, book = self._base(ctx)
+        return [Step("plan", [*head, "--check", "--diff", book], env=self._env(ctx))]
+
+    def read_plan(self, ctx: ToolContext, plan_log: list[str]) -> PlanOutcome:
+        summary = parse_recap(plan_log)
+        return PlanOutcome(summary=summary, has_changes=summary["change"] > 0)
+
+    def apply_steps(self, ctx: ToolContext, plan_file: Path | None) -> list[Step]:
+        *head, book = self._base(ctx)
+        return [Step("apply", [*head, "--diff", book], env=self._env(ctx))]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.tools import ansible
+from runner.tools.base import ToolContext
 
 PLAYBOOK = """
 - hosts: all
@@ -64,6 +65,13 @@ def test_playbook_and_inventory_detection(tmp_path):
     assert ansible.inventory_args(tmp_path, scratch) == ["-i", "hosts"]
 
 
+def test_destroy_is_refused_with_a_reason(tmp_path):
+    (tmp_path / "site.yml").write_text("[]")
+    ctx = ToolContext(project_dir=tmp_path, scratch=tmp_path, run_type="destroy", tool="ansible")
+    with pytest.raises(ansible.ToolError, match="no destroy"):
+        ansible.AnsibleAdapter().plan_steps(ctx)
+
+
 def test_missing_binary_names_it(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ansible.ToolError, match="ansible-playbook not found on PATH"):
@@ -78,23 +86,27 @@ def test_plan_changes_nothing_and_apply_does(tmp_path, monkeypatch):
     target = tmp_path / "managed.txt"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    inv = ansible.invocation(project, scratch)
-    env = {**os.environ, **inv.env, "ANSIBLE_LOCAL_TEMP": str(scratch), "HOME": str(tmp_path)}
+    ctx = ToolContext(project_dir=project, scratch=scratch, run_type="tracked", tool="ansible")
+    adapter = ansible.AnsibleAdapter()
+    [plan_step] = adapter.plan_steps(ctx)
+    [apply_step] = adapter.apply_steps(ctx, None)
+    env = {**os.environ, **plan_step.env, "ANSIBLE_LOCAL_TEMP": str(scratch), "HOME": str(tmp_path)}
     extra = ["-e", f"target={target}"]
 
     plan = subprocess.run(
-        [*inv.plan, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
+        [*plan_step.argv, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
     )
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert ansible.parse_recap(plan.stdout.splitlines())["change"] == 1
+    outcome = adapter.read_plan(ctx, plan.stdout.splitlines())
+    assert outcome.summary["change"] == 1 and outcome.has_changes
     assert not target.exists()  # check mode changed nothing
 
     apply = subprocess.run(
-        [*inv.apply, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
+        [*apply_step.argv, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
     )
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert target.read_text() == "managed by crucible\n"
     again = subprocess.run(
-        [*inv.plan, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
+        [*plan_step.argv, *extra], cwd=project, env=env, capture_output=True, text=True, timeout=180
     )
     assert ansible.parse_recap(again.stdout.splitlines())["change"] == 0  # converged

@@ -6,18 +6,12 @@ import asyncio
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from runner.executors import local
-
-
-def run(coro):
-    # Own loop in its own thread (the e2e session may keep a loop running in the main thread).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+from tests.aio import run_async as run
 
 
 def execute(argv, workspace: Path, **kwargs) -> tuple[local.Result, list[str]]:

@@ -28,7 +28,10 @@ from backend.api import create_api
 from backend.auth.models import ApiToken, Membership, Role
 from backend.config import load_settings
 from backend.context import build_context
-from backend.stacks.models import Stack, StackLabel
+from backend.runs.lifecycle import RunStatus
+from backend.runs.models import Run
+from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
+from backend.timeutil import iso, new_id, utcnow
 
 CALLERS: list[tuple[str, Role | None]] = [("anonymous", None)] + [
     (kind, role) for kind in ("session", "token") for role in (Role.viewer, Role.member, Role.admin)
@@ -46,17 +49,23 @@ class Cell:
     caller_org: str  # the caller's org (for anonymous callers: the org the cell is about)
     resource_org: str  # the org that owns the path resource
     resource_id: str | None = None
+    user_id: str | None = None  # the {user_id} in the path: the caller, or a user of its org
 
 
 @dataclass(frozen=True)
 class Rule:
     min_role: Role | None  # None: public
     ok: int
-    resource: str | None = None  # "stack" | "token": the {id} in the path, created per cell
+    # The {id} in the path, created per cell: "stack", "stack_var" (a stack with variable X),
+    # "token", or "run:<status>" (a run in that status; "run:planned" also has a plan JSON).
+    resource: str | None = None
     body: Callable[[Cell], dict[str, Any]] | None = None
     params: dict[str, str] | None = None
     effect: Callable[[Cell, Any], None] | None = None  # asserts the effect of an allowed call
     users_only: bool = False  # API tokens get 403 whatever their role
+    # Below this role the caller needs a grant on the resource itself (stack approver), which
+    # the matrix's callers never have: 404 for another org's resource, else 403 after the lookup.
+    granted_below: Role | None = None
 
 
 # ----------------------------------------------------------------------------- effects
@@ -77,9 +86,61 @@ def _token_row(world, token_id: str) -> dict[str, Any] | None:
         return None if row is None else row.model_dump(exclude={"last_used_at"})
 
 
+def _run_row(world, run_id: str) -> dict[str, Any] | None:
+    with world.ctx.session() as s:
+        row = s.get(Run, run_id)
+        return None if row is None else row.model_dump()
+
+
+def _variables(world, stack_id: str) -> list[dict[str, Any]]:
+    with world.ctx.session() as s:
+        rows = s.exec(select(StackVariable).where(StackVariable.stack_id == stack_id)).all()
+        return [r.model_dump() for r in rows]
+
+
+def make_run(world, org_id: str, status: str) -> str:
+    """A run of a fresh stack in ``status`` (written directly: the matrix is about access)."""
+    stack_id = world.stack(org_id)["id"]
+    planned = status == "planned"
+    status = "finished" if planned else status
+    now = utcnow()
+    run = Run(
+        id=new_id("run"),
+        org_id=org_id,
+        stack_id=stack_id,
+        type="tracked",
+        exclusive=True,
+        status=status,
+        created_at=now,
+        status_timestamps={RunStatus.queued.value: iso(now), status: iso(now)},
+        plan_summary={"add": 1, "change": 0, "destroy": 0},
+    )
+    if planned:
+        info = world.ctx.objects.put(
+            f"runs/{run.id}/plan.json",
+            b'{"format_version": "1.2", "planned_values": {}, "resource_changes": []}',
+        )
+        run.artifacts = {"plan_json": {"key": info.key, "sha256": info.sha256, "size": info.size}}
+    with world.ctx.session() as s:
+        s.add(run)
+    return run.id
+
+
 def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
     if kind == "stack":
         return _stack_row(cell.world, cell.resource_id)
+    if kind == "stack_approver":
+        return {
+            "stack": _stack_row(cell.world, cell.resource_id),
+            "approvers": _approvers(cell.world, cell.resource_id),
+        }
+    if kind == "stack_var":
+        return {
+            "stack": _stack_row(cell.world, cell.resource_id),
+            "vars": _variables(cell.world, cell.resource_id),
+        }
+    if kind and kind.startswith("run:"):
+        return _run_row(cell.world, cell.resource_id)
     if kind == "token":
         return _token_row(cell.world, cell.resource_id)
     return None
@@ -155,6 +216,46 @@ def _new_user_body(cell: Cell) -> dict[str, Any]:
     }
 
 
+def _run_created_in_caller_org(cell: Cell, response) -> None:
+    row = _run_row(cell.world, response.json()["id"])
+    assert row is not None and row["org_id"] == cell.caller_org and row["status"] == "queued"
+
+
+def _run_status(expected: str) -> Callable[[Cell, Any], None]:
+    def check(cell: Cell, response) -> None:
+        assert response.json()["status"] == expected
+        assert _run_row(cell.world, cell.resource_id)["status"] == expected
+
+    return check
+
+
+def _run_deleted(cell: Cell, _response) -> None:
+    assert _run_row(cell.world, cell.resource_id) is None
+
+
+def _variable_set(cell: Cell, response) -> None:
+    assert response.json() == {**response.json(), "name": "MATRIX_VAR", "value": "v", "secret": False}
+    assert [v["name"] for v in _variables(cell.world, cell.resource_id)] == ["MATRIX_VAR"]
+
+
+def _variable_deleted(cell: Cell, _response) -> None:
+    assert _variables(cell.world, cell.resource_id) == []
+
+
+def _approvers(world, stack_id: str) -> list[str]:
+    with world.ctx.session() as s:
+        return list(s.exec(select(StackApprover.user_id).where(StackApprover.stack_id == stack_id)).all())
+
+
+def _approver_added(cell: Cell, response) -> None:
+    assert response.json()["user_id"] == cell.user_id
+    assert _approvers(cell.world, cell.resource_id) == [cell.user_id]
+
+
+def _approver_removed(cell: Cell, _response) -> None:
+    assert _approvers(cell.world, cell.resource_id) == []
+
+
 V, M, A = Role.viewer, Role.member, Role.admin
 MATRIX: dict[tuple[str, str], Rule] = {
     # public
@@ -194,12 +295,53 @@ MATRIX: dict[tuple[str, str], Rule] = {
         effect=_stack_patched,
     ),
     ("DELETE", "/api/v1/stacks/{stack_id}"): Rule(A, 204, resource="stack", effect=_stack_deleted),
+    # stack variables
+    ("GET", "/api/v1/stacks/{stack_id}/variables"): Rule(V, 200, resource="stack_var"),
+    ("PUT", "/api/v1/stacks/{stack_id}/variables/{name}"): Rule(
+        M, 200, resource="stack", body=lambda c: {"value": "v"}, effect=_variable_set
+    ),
+    ("DELETE", "/api/v1/stacks/{stack_id}/variables/{name}"): Rule(
+        M, 204, resource="stack_var", effect=_variable_deleted
+    ),
+    # stack approvers
+    ("GET", "/api/v1/stacks/{stack_id}/approvers"): Rule(V, 200, resource="stack"),
+    ("PUT", "/api/v1/stacks/{stack_id}/approvers/{user_id}"): Rule(
+        A, 200, resource="stack", effect=_approver_added
+    ),
+    ("DELETE", "/api/v1/stacks/{stack_id}/approvers/{user_id}"): Rule(
+        A, 204, resource="stack_approver", effect=_approver_removed
+    ),
+    # runs
+    ("POST", "/api/v1/stacks/{stack_id}/runs"): Rule(
+        M, 201, resource="stack", body=lambda c: {"type": "proposed"}, effect=_run_created_in_caller_org
+    ),
+    ("GET", "/api/v1/runs"): Rule(V, 200, params={"limit": "200"}),
+    ("GET", "/api/v1/runs/{run_id}"): Rule(V, 200, resource="run:queued"),
+    ("POST", "/api/v1/runs/{run_id}/confirm"): Rule(
+        V, 200, resource="run:unconfirmed", effect=_run_status("confirmed"), granted_below=A
+    ),
+    ("POST", "/api/v1/runs/{run_id}/discard"): Rule(
+        M, 200, resource="run:unconfirmed", effect=_run_status("discarded")
+    ),
+    ("POST", "/api/v1/runs/{run_id}/cancel"): Rule(
+        M, 200, resource="run:queued", effect=_run_status("canceled")
+    ),
+    ("POST", "/api/v1/runs/{run_id}/retrigger"): Rule(
+        M, 201, resource="run:failed", effect=_run_created_in_caller_org
+    ),
+    ("DELETE", "/api/v1/runs/{run_id}"): Rule(A, 204, resource="run:finished", effect=_run_deleted),
+    ("GET", "/api/v1/runs/{run_id}/logs"): Rule(V, 200, resource="run:queued"),
+    ("GET", "/api/v1/runs/{run_id}/plan"): Rule(V, 200, resource="run:planned"),
     # audit
     ("GET", "/api/v1/audit"): Rule(V, 200, params={"limit": "200"}),
     ("GET", "/api/v1/audit/export"): Rule(V, 200, params={"format": "json"}),
 }
 
-MISSING_IDS = {"stack": "stk-00000000000000aa", "token": "tok-00000000000000aa"}
+MISSING_IDS = {
+    "stack": "stk-00000000000000aa",
+    "token": "tok-00000000000000aa",
+    "run": "run-00000000000000aa",
+}
 
 
 def _app_routes(app) -> set[tuple[str, str]]:
@@ -236,6 +378,8 @@ def _expected(rule: Rule, cell: Cell) -> int:
         return 403
     if cell.scope == "other" and rule.resource:
         return 404
+    if rule.granted_below and not cell.caller.role.at_least(rule.granted_below):
+        return 403
     return rule.ok
 
 
@@ -270,6 +414,26 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
                 cell = Cell(world, caller, scope, caller_org, resource_org)
                 if rule.resource == "stack":
                     cell.resource_id = world.stack(resource_org)["id"]
+                elif rule.resource == "stack_var":
+                    cell.resource_id = world.stack(resource_org)["id"]
+                    sealed = world.ctx.secret_box.encrypt("v", f"stack/{cell.resource_id}/var/MATRIX_VAR")
+                    with world.ctx.session() as s:
+                        s.add(
+                            StackVariable(
+                                stack_id=cell.resource_id, name="MATRIX_VAR", value_encrypted=sealed
+                            )
+                        )
+                elif rule.resource == "stack_approver":
+                    cell.resource_id = world.stack(resource_org)["id"]
+                if "{user_id}" in template:
+                    cell.user_id = {"session": caller.id, "anonymous": None}.get(
+                        caller.kind, world.user(Role.viewer, caller_org, login=False).id
+                    )
+                if rule.resource == "stack_approver" and cell.user_id:
+                    with world.ctx.session() as s:
+                        s.add(StackApprover(stack_id=cell.resource_id, user_id=cell.user_id))
+                elif rule.resource and rule.resource.startswith("run:"):
+                    cell.resource_id = make_run(world, resource_org, rule.resource.split(":", 1)[1])
                 elif rule.resource == "token":
                     cell.resource_id = world.token(Role.viewer, resource_org).id
                 label = f"{scope:5} {caller!s:15}"
@@ -281,7 +445,8 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
 
 
 def _call(client: TestClient, method: str, template: str, rule: Rule, cell: Cell, resource_id: str | None):
-    path = re.sub(r"\{[a-z_]+\}", resource_id or "", template)
+    path = template.replace("{user_id}", cell.user_id or "usr-00000000000000aa")
+    path = re.sub(r"\{[a-z_]+_id\}", resource_id or "", path).replace("{name}", "MATRIX_VAR")
     kwargs: dict[str, Any] = {"headers": cell.caller.headers}
     if rule.body is not None:
         kwargs["json"] = rule.body(cell)
@@ -309,11 +474,13 @@ def _check_cell(client, method, template, rule: Rule, cell: Cell, markers: list[
         # Refused means refused: nothing written, nothing audited.
         assert cell.world.audit_count() == before_events, "a refused request wrote an audit event"
         assert _snapshot(cell, rule.resource) == before, "a refused request changed the resource"
-    if expected in (403, 404) and rule.resource:
+    granted_403 = rule.granted_below is not None and expected == 403
+    if expected in (403, 404) and rule.resource and not granted_403:
         # Foreign and missing ids must look exactly alike (403 comes before any lookup).
-        missing = _call(client, method, template, rule, cell, MISSING_IDS[rule.resource])
+        missing_id = MISSING_IDS[rule.resource.split(":")[0].split("_")[0]]
+        missing = _call(client, method, template, rule, cell, missing_id)
         assert missing.status_code == expected
-        assert _without_ids(missing.json()["detail"], MISSING_IDS[rule.resource]) == _without_ids(
+        assert _without_ids(missing.json()["detail"], missing_id) == _without_ids(
             response.json()["detail"], cell.resource_id
         )
     if 200 <= expected < 300:

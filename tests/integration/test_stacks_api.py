@@ -21,6 +21,7 @@ SNAPSHOT_KEYS = {
     "repository_url",
     "branch",
     "project_root",
+    "playbook",
     "tool",
     "tool_version",
     "runner",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from runner.masking import Masker
 from runner.workspace import WorkspaceError, prepare
+from tests.aio import run_async as run
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -41,13 +40,6 @@ def repo(tmp_path) -> dict:
     feature = git(src, "rev-parse", "HEAD").strip()
     git(src, "checkout", "--quiet", "main")
     return {"url": f"file://{src}", "src": src, "first": first, "second": second, "feature": feature}
-
-
-def run(coro):
-    # A fresh loop in its own thread: the session's Playwright fixture keeps a loop running in
-    # the main thread when the e2e tests ran first.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def test_branch_head_with_project_root(repo, tmp_path):

@@ -342,3 +342,27 @@ def test_update_applies_the_same_validators(field, value):
     with pytest.raises(ValidationError) as excinfo:
         StackUpdate.model_validate({field: value})
     assert list(field_errors(excinfo.value)) == [field]
+
+
+# ----------------------------------------------------------------------------- playbook
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("deploy.yml", "deploy.yml"), (" plays/site.yaml ", "plays/site.yaml"), ("", None), (None, None)],
+)
+def test_playbook_accepted(value, expected):
+    assert create(playbook=value).playbook == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("/etc/site.yml", "inside the project root"),
+        ("../other/site.yml", "inside the project root"),
+        ("site.txt", "YAML file"),
+        ("a\x00.yml", "inside the project root"),
+    ],
+)
+def test_playbook_rejected(value, message):
+    assert message in rejected("playbook", value)

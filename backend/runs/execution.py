@@ -1,0 +1,231 @@
+"""What workers ask of and report to the control plane: claim a job, report each step, heartbeat.
+
+These are system calls made by a worker, not by people: no role checks, no audit entries (the
+run's status timestamps record every step). Every report names the worker; a report from a
+worker that no longer owns the run (it was reaped, or force-canceled) is ignored, so a slow or
+revived worker can never overwrite what happened meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from backend.crypto import SecretBox
+from backend.queue import service as queue
+from backend.queue import wakeup
+from backend.runs import lifecycle as lc
+from backend.runs.models import Run
+from backend.runs.service import env_aad
+from backend.runs.state import apply_state, state_of
+from backend.stacks.models import Stack, StackVariable
+from backend.stacks.variables import variable_aad
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to execute one phase of a run."""
+
+    run_id: str
+    phase: str  # "plan" (clone → plan) or "apply" (clone at the planned commit → apply)
+    run_type: str
+    stack_id: str
+    stack_name: str
+    repository_url: str
+    branch: str
+    commit_sha: str | None
+    project_root: str
+    tool: str
+    tool_version: str | None
+    runner: str
+    runner_image: str | None
+    playbook: str | None
+    env: dict[str, str]
+    secrets: list[str]  # values to mask in every log line
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+def _job(session: Session, box: SecretBox, run: Run, phase: str) -> Job:
+    stack = session.get(Stack, run.stack_id)
+    assert stack is not None  # runs cascade with their stack
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+    for var in session.exec(select(StackVariable).where(StackVariable.stack_id == stack.id)).all():
+        value = box.decrypt(var.value_encrypted, variable_aad(stack.id, var.name))
+        env[var.name] = value
+        if var.secret:
+            secrets.append(value)
+    if run.env_overrides_encrypted:
+        overrides = json.loads(box.decrypt(run.env_overrides_encrypted, env_aad(run.id)))
+        for name, value in overrides.items():
+            if name in env and env[name] in secrets:
+                secrets.append(value)  # overriding a secret keeps it secret
+            env[name] = value
+    return Job(
+        run_id=run.id,
+        phase=phase,
+        run_type=run.type,
+        stack_id=stack.id,
+        stack_name=stack.name,
+        repository_url=stack.repository_url,
+        branch=run.branch or stack.branch,
+        commit_sha=run.commit_sha,
+        project_root=stack.project_root,
+        tool=stack.tool,
+        tool_version=stack.tool_version,
+        runner=stack.runner,
+        runner_image=stack.runner_image,
+        playbook=stack.playbook,
+        env=env,
+        secrets=secrets,
+        artifacts=dict(run.artifacts or {}),
+    )
+
+
+def claim(session: Session, box: SecretBox, worker_id: str, now: datetime, proposed_cap: int) -> Job | None:
+    """The next job: a confirmed run to apply first (it holds its stack), else a queued run."""
+    run = queue.claim_apply(session, worker_id, now)
+    if run is not None:
+        return _job(session, box, run, "apply")
+    run = queue.claim(session, worker_id, now, proposed_cap)
+    if run is None:
+        return None
+    try:
+        return _job(session, box, run, "plan")
+    except Exception as exc:  # a variable that no longer decrypts: fail the run, not the worker
+        apply_state(run, lc.fail(state_of(run), now, f"cannot prepare the run's variables: {exc}"), now)
+        session.add(run)
+        wakeup.notify(session)
+        return None
+
+
+def _owned(session: Session, run_id: str, worker_id: str) -> Run | None:
+    stmt = select(Run).where(Run.id == run_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    run = session.exec(stmt).first()
+    if run is None or run.worker_id != worker_id or state_of(run).is_terminal:
+        return None
+    return run
+
+
+def _save(session: Session, run: Run, new_state: lc.RunState, now: datetime) -> str:
+    apply_state(run, new_state, now)
+    run.heartbeat_at = now
+    session.add(run)
+    if new_state.is_terminal or new_state.status == lc.RunStatus.confirmed:
+        wakeup.notify(session)  # the stack is free, or the run is ready to apply
+    return new_state.status.value
+
+
+def start_planning(
+    session: Session, run_id: str, worker_id: str, now: datetime, commit_sha: str, commit_message: str
+) -> str | None:
+    run = _owned(session, run_id, worker_id)
+    if run is None:
+        return None
+    run.commit_sha = commit_sha
+    run.commit_message = commit_message[:2000]
+    return _save(session, run, lc.start_planning(state_of(run), now), now)
+
+
+def finish_planning(
+    session: Session,
+    run_id: str,
+    worker_id: str,
+    now: datetime,
+    *,
+    summary: dict[str, int],
+    has_changes: bool,
+    artifacts: dict[str, Any],
+) -> str | None:
+    run = _owned(session, run_id, worker_id)
+    if run is None:
+        return None
+    stack = session.get(Stack, run.stack_id)
+    run.plan_summary = summary
+    run.has_changes = has_changes
+    run.artifacts = {**(run.artifacts or {}), **artifacts}
+    new_state = lc.finish_planning(
+        state_of(run), now, has_changes=has_changes, auto_apply=bool(stack and stack.auto_apply)
+    )
+    if not new_state.is_terminal:
+        run.worker_id = None  # this worker is done; whoever applies claims it again
+    return _save(session, run, new_state, now)
+
+
+def finish_applying(session: Session, run_id: str, worker_id: str, now: datetime) -> str | None:
+    run = _owned(session, run_id, worker_id)
+    if run is None:
+        return None
+    return _save(session, run, lc.finish_applying(state_of(run), now), now)
+
+
+def fail(session: Session, run_id: str, worker_id: str, now: datetime, reason: str) -> str | None:
+    run = _owned(session, run_id, worker_id)
+    if run is None:
+        return None
+    return _save(session, run, lc.fail(state_of(run), now, reason[:2000]), now)
+
+
+def mark_canceled(session: Session, run_id: str, worker_id: str, now: datetime) -> str | None:
+    run = _owned(session, run_id, worker_id)
+    if run is None:
+        return None
+    state = state_of(run)
+    if state.cancel_requested_at is None:  # stopped without a request: say so rather than lie
+        return _save(session, run, lc.fail(state, now, "the run was stopped by its worker"), now)
+    return _save(session, run, lc.mark_canceled(state, now), now)
+
+
+def heartbeat(session: Session, worker_id: str, run_ids: list[str], now: datetime) -> set[str]:
+    """Refresh this worker's runs; returns the ids it must stop (cancel requested, or the run
+    ended without it: force-canceled, reaped, deleted)."""
+    queue.heartbeat(session, worker_id, now)
+    if not run_ids:
+        return set()
+    rows = session.exec(
+        select(Run.id, Run.status, Run.cancel_requested_at, Run.worker_id).where(col(Run.id).in_(run_ids))
+    ).all()
+    found = {r[0] for r in rows}
+    stop = set(run_ids) - found
+    terminal = {s.value for s in lc.TERMINAL}
+    for run_id, status, cancel_at, owner in rows:
+        if cancel_at is not None or status in terminal or owner != worker_id:
+            stop.add(run_id)
+    return stop
+
+
+def reap(session: Session, now: datetime, timeout: timedelta) -> list[tuple[str, str | None]]:
+    """Fail runs whose worker stopped heartbeating; returns (run id, worker id) pairs."""
+    stale = queue.reap_stale(session, now, timeout)
+    if stale:
+        wakeup.notify(session)
+    return [(r.id, r.worker_id) for r in stale]
+
+
+def fail_runs_of_dead_workers(session: Session, now: datetime, dead: set[str]) -> list[str]:
+    """Start-up reconciliation: runs held by worker ids known to be gone fail at once."""
+    if not dead:
+        return []
+    runs = session.exec(
+        select(Run).where(col(Run.worker_id).in_(dead), col(Run.status).in_(queue.EXECUTING))
+    ).all()
+    for run in runs:
+        reason = f"worker {run.worker_id} stopped (the server restarted) while the run was {run.status}"
+        apply_state(run, lc.fail(state_of(run), now, reason), now)
+        session.add(run)
+    if runs:
+        wakeup.notify(session)
+    return [r.id for r in runs]
+
+
+def worker_ids_in_flight(session: Session) -> set[str]:
+    rows = session.exec(
+        select(Run.worker_id).where(col(Run.status).in_(queue.EXECUTING), col(Run.worker_id).is_not(None))
+    ).all()
+    return {r for r in rows if r}

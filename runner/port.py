@@ -1,0 +1,120 @@
+"""The one small port through which a worker talks to the control plane.
+
+``InProcessPort`` calls the backend's execution use cases directly, each in its own transaction
+on a thread (the server's event loop never blocks on the database). It serves the worker inside
+the server and `crucible worker` processes, which reach the same database. A remote agent
+would implement the same methods over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+
+from backend.context import AppContext
+from backend.runs import execution, logs
+from backend.runs.execution import Job
+from backend.runs.models import Run
+from backend.timeutil import utcnow
+
+T = TypeVar("T")
+
+
+class InProcessPort:
+    def __init__(self, ctx: AppContext, worker_id: str):
+        self.ctx = ctx
+        self.worker_id = worker_id
+
+    async def _tx(self, fn: Callable[[Session], T]) -> T:
+        def call() -> T:
+            with self.ctx.session() as s:
+                return fn(s)
+
+        return await asyncio.to_thread(call)
+
+    async def claim(self) -> Job | None:
+        cap = self.ctx.settings.proposed_runs_per_stack
+        return await self._tx(
+            lambda s: execution.claim(s, self.ctx.secret_box, self.worker_id, utcnow(), cap)
+        )
+
+    async def append_logs(self, run_id: str, phase: str, lines: list[str]) -> None:
+        await self._tx(lambda s: logs.append(s, run_id, phase, lines))
+        logs.signal(run_id)
+
+    async def archive_logs(self, run_id: str, phase: str) -> None:
+        def archive(s: Session) -> None:
+            run = s.get(Run, run_id)
+            if run is not None:
+                logs.archive(s, self.ctx.objects, run, phase)
+
+        await self._tx(archive)
+        logs.signal(run_id)
+
+    async def start_planning(self, run_id: str, commit_sha: str, commit_message: str) -> str | None:
+        return await self._report(
+            lambda s: execution.start_planning(
+                s, run_id, self.worker_id, utcnow(), commit_sha, commit_message
+            ),
+            run_id,
+        )
+
+    async def finish_planning(
+        self, run_id: str, *, summary: dict[str, int], has_changes: bool, artifacts: dict[str, Any]
+    ) -> str | None:
+        return await self._report(
+            lambda s: execution.finish_planning(
+                s,
+                run_id,
+                self.worker_id,
+                utcnow(),
+                summary=summary,
+                has_changes=has_changes,
+                artifacts=artifacts,
+            ),
+            run_id,
+        )
+
+    async def finish_applying(self, run_id: str) -> str | None:
+        return await self._report(
+            lambda s: execution.finish_applying(s, run_id, self.worker_id, utcnow()), run_id
+        )
+
+    async def fail(self, run_id: str, reason: str) -> str | None:
+        return await self._report(
+            lambda s: execution.fail(s, run_id, self.worker_id, utcnow(), reason), run_id
+        )
+
+    async def mark_canceled(self, run_id: str) -> str | None:
+        return await self._report(
+            lambda s: execution.mark_canceled(s, run_id, self.worker_id, utcnow()), run_id
+        )
+
+    async def heartbeat(self, run_ids: list[str]) -> set[str]:
+        return await self._tx(lambda s: execution.heartbeat(s, self.worker_id, run_ids, utcnow()))
+
+    async def reap(self, timeout: timedelta) -> list[tuple[str, str | None]]:
+        return await self._tx(lambda s: execution.reap(s, utcnow(), timeout))
+
+    async def reconcile(self, is_dead: Callable[[str], bool]) -> list[str]:
+        def run(s: Session) -> list[str]:
+            dead = {w for w in execution.worker_ids_in_flight(s) if w != self.worker_id and is_dead(w)}
+            return execution.fail_runs_of_dead_workers(s, utcnow(), dead)
+
+        return await self._tx(run)
+
+    async def put_object(self, key: str, data: bytes) -> dict[str, Any]:
+        info = await asyncio.to_thread(self.ctx.objects.put, key, data)
+        return {"key": info.key, "sha256": info.sha256, "size": info.size}
+
+    async def get_object(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.ctx.objects.get, key)
+
+    async def _report(self, fn: Callable[[Session], str | None], run_id: str) -> str | None:
+        status = await self._tx(fn)
+        logs.signal(run_id)  # followers notice the status change (e.g. the run ended) at once
+        return status
