@@ -9,7 +9,11 @@ from state.base import AuthState
 NAV = [
     (
         "Core",
-        [("Dashboard", "/", "layout-dashboard", "dashboard"), ("Stacks", "/stacks", "layers", "stacks")],
+        [
+            ("Dashboard", "/", "layout-dashboard", "dashboard"),
+            ("Stacks", "/stacks", "layers", "stacks"),
+            ("Runs", "/runs", "play", "runs"),
+        ],
     ),
     ("Ops", [("Audit", "/audit", "scroll-text", "audit")]),
 ]
@@ -257,3 +261,64 @@ def field_error(errors, field: str, tid: str) -> rx.Component:
     """The server's message for one form field, under that field."""
     msg = errors.get(field, "")
     return rx.cond(msg != "", rx.text(msg, size="1", color=rx.color("red", 11), custom_attrs=testid(tid)))
+
+
+def typed_delete_dialog(
+    *,
+    what: str,
+    description: rx.Component,
+    expected,
+    value,
+    on_change,
+    on_submit,
+    open,
+    on_open_change,
+    busy,
+    tid: str,
+    on_trigger=None,
+) -> rx.Component:
+    """A destructive action behind typed confirmation: the button stays disabled until the
+    user typed ``expected`` exactly. testids: ``<tid>-button``, ``-confirm-input``,
+    ``-cancel``, ``-submit``."""
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(
+            rx.button(
+                rx.icon("trash-2", size=14),
+                "Delete",
+                color_scheme="red",
+                variant="soft",
+                on_click=on_trigger,
+                custom_attrs=testid(f"{tid}-button"),
+            ),
+        ),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title(f"Delete {what}"),
+            rx.alert_dialog.description(description),
+            rx.input(
+                value=value,
+                on_change=on_change,
+                placeholder=expected,
+                margin_y="1rem",
+                custom_attrs=testid(f"{tid}-confirm-input"),
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(
+                    rx.button(
+                        "Cancel", variant="soft", color_scheme="gray", custom_attrs=testid(f"{tid}-cancel")
+                    )
+                ),
+                rx.button(
+                    f"Delete {what}",
+                    color_scheme="red",
+                    disabled=(value != expected) | busy,
+                    loading=busy,
+                    on_click=on_submit,
+                    custom_attrs=testid(f"{tid}-submit"),
+                ),
+                justify="end",
+                spacing="3",
+            ),
+        ),
+        open=open,
+        on_open_change=on_open_change,
+    )

@@ -11,13 +11,16 @@ from backend.tasks import BACKGROUND_TASKS
 from crucible_app.pages.audit import audit_page
 from crucible_app.pages.dashboard import dashboard_page
 from crucible_app.pages.login import login_page
+from crucible_app.pages.runs import run_detail_page, runs_page
 from crucible_app.pages.settings import settings_page
 from crucible_app.pages.stacks import stack_detail_page, stack_edit_page, stack_new_page, stacks_page
+from runner.worker import embedded_worker
 from state.audit import AuditState
 from state.base import AuthState
 from state.dashboard import DashboardState
 from state.guard import SessionGuard
 from state.login import LoginState
+from state.runs import RunDetailState, RunsState
 from state.settings import SettingsState
 from state.stacks import StackDetailState, StackFormState, StacksState
 
@@ -31,7 +34,7 @@ app = rx.App(
     head_components=[rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml")],
 )
 app.add_middleware(SessionGuard())
-for _task in BACKGROUND_TASKS:
+for _task in (*BACKGROUND_TASKS, embedded_worker):
     app.register_lifespan_task(_task)
 
 app.add_page(login_page, route="/login", title="Sign in · Crucible", on_load=LoginState.load)
@@ -43,6 +46,8 @@ PROTECTED_PAGES = [
     (stack_new_page, "/stacks/new", "New stack", StackFormState.load_new),
     (stack_detail_page, "/stacks/[stack_id]", "Stack", StackDetailState.load),
     (stack_edit_page, "/stacks/[stack_id]/edit", "Edit stack", StackFormState.load_edit),
+    (runs_page, "/runs", "Runs", RunsState.load),
+    (run_detail_page, "/runs/[run_id]", "Run", RunDetailState.load),
     (audit_page, "/audit", "Audit log", AuditState.load),
     (settings_page, "/settings", "Settings", SettingsState.load),
 ]

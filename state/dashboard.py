@@ -6,10 +6,17 @@ from datetime import timedelta
 import reflex as rx
 
 from backend.audit import service as audit_service
+from backend.errors import ServiceError
+from backend.runs import service as runs_service
 from backend.stacks import service as stacks_service
 from backend.timeutil import iso, utcnow
 from state.base import AuthState, SessionExpired
 from state.helpers import exact, relative, run_db
+from state.runs import RunRow, run_row
+
+WAITING = ["unconfirmed", "pending_approval"]
+LIVE = ["queued", "preparing", "planning", "confirmed", "applying"]
+ENDED = ["finished", "failed"]
 
 
 @dataclasses.dataclass
@@ -34,6 +41,12 @@ class DashboardState(AuthState):
     events_24h: str = "0"
     by_tool: list[ToolCount] = []
     recent: list[RecentEvent] = []
+    waiting_runs: list[RunRow] = []
+    waiting_count: int = 0
+    live_runs: list[RunRow] = []
+    live_count: int = 0
+    ended_runs: list[RunRow] = []
+    busy_run: str = ""
 
     @rx.event
     async def load(self):
@@ -53,9 +66,11 @@ class DashboardState(AuthState):
                 len(get_context().auth.list_members(s, principal)),
                 n24,
                 events,
+                _runs(s, principal),
             )
 
-        total, by_tool, members, n24, events = await run_db(_q, readonly=True)
+        total, by_tool, members, n24, events, runs = await run_db(_q, readonly=True)
+        self._set_runs(runs)
         self.stacks_total, self.members_total = total, members
         self.events_24h = f"{audit_service.COUNT_CAP:,}+" if n24 > audit_service.COUNT_CAP else f"{n24:,}"
         self.by_tool = [ToolCount(t, n) for t, n in sorted(by_tool.items(), key=lambda kv: -kv[1])]
@@ -64,3 +79,45 @@ class DashboardState(AuthState):
             for e in events
         ]
         self.loading = False
+
+    def _set_runs(self, runs) -> None:
+        (waiting, nw), (live, nl), (ended, _n) = runs
+        self.waiting_runs, self.waiting_count = [run_row(r) for r in waiting], nw
+        self.live_runs, self.live_count = [run_row(r) for r in live], nl
+        self.ended_runs = [run_row(r) for r in ended]
+
+    async def _run_action(self, run_id: str, fn, done: str):
+        self.busy_run = run_id
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            self.busy_run = ""
+            return self._login_redirect()
+
+        def _do(s):
+            fn(s, principal, run_id)
+            return _runs(s, principal)
+
+        try:
+            runs = await run_db(_do)
+        except ServiceError as exc:
+            self.busy_run = ""
+            return rx.toast.error(exc.message)
+        self._set_runs(runs)
+        self.busy_run = ""
+        return rx.toast.success(done)
+
+    @rx.event
+    async def confirm_run(self, run_id: str):
+        return await self._run_action(run_id, runs_service.confirm_run, "Confirmed: the plan will be applied")
+
+    @rx.event
+    async def discard_run(self, run_id: str):
+        return await self._run_action(run_id, runs_service.discard_run, "Plan discarded")
+
+
+def _runs(s, principal):
+    def q(statuses: list[str], limit: int):
+        return runs_service.list_runs(s, principal, runs_service.RunQuery(statuses=statuses, limit=limit))
+
+    return q(WAITING, 10), q(LIVE, 10), q(ENDED, 8)

@@ -9,13 +9,18 @@ import reflex as rx
 from pydantic import ValidationError
 
 from backend.audit import service as audit_service
+from backend.context import get_context
 from backend.errors import FieldError, NotFound, ServiceError
+from backend.runs import service as runs_service
+from backend.stacks import approvers as stack_approvers
 from backend.stacks import service
+from backend.stacks import variables as stack_variables
 from backend.stacks.models import RunnerKind, Tool
 from backend.stacks.schemas import StackCreate, StackPublic, StackUpdate, field_errors
 from backend.timeutil import iso
 from state.base import AuthState, SessionExpired
 from state.helpers import exact, relative, run_db
+from state.runs import RunRow, run_row
 
 PAGE_SIZE = 25
 TOOLS = [t.value for t in Tool]
@@ -37,12 +42,47 @@ class StackRow:
 
 
 @dataclasses.dataclass
+class VariableRow:
+    name: str = ""
+    value: str = ""
+    secret: bool = False
+    updated_by: str = ""
+    updated_rel: str = ""
+
+
+@dataclasses.dataclass
+class ApproverRow:
+    user_id: str = ""
+    email: str = ""
+
+
+@dataclasses.dataclass
 class ActivityRow:
     id: int = 0
     action: str = ""
     actor: str = ""
     at_rel: str = ""
     at_exact: str = ""
+
+
+def _approver_lists(s, principal, stack_id: str) -> tuple[list[ApproverRow], list[ApproverRow]]:
+    current = stack_approvers.list_approvers(s, principal, stack_id)
+    ids = {a.user_id for a in current}
+    members = get_context().auth.list_members(s, principal) if principal.role.value == "admin" else []
+    candidates = [
+        ApproverRow(m["id"], m["email"]) for m in members if m["id"] not in ids and not m["disabled"]
+    ]
+    return [ApproverRow(a.user_id, a.email) for a in current], candidates
+
+
+def _variable_row(v) -> VariableRow:
+    return VariableRow(
+        name=v.name,
+        value="" if v.value is None else v.value,
+        secret=v.secret,
+        updated_by=v.updated_by or "",
+        updated_rel=relative(v.updated_at),
+    )
 
 
 def _row(s: StackPublic) -> StackRow:
@@ -195,10 +235,20 @@ class StackDetailState(AuthState):
     tool_version: str = ""
     runner: str = ""
     runner_image: str = ""
+    playbook: str = ""
     auto_apply: bool = False
     created_by: str = ""
     created_exact: str = ""
     activity: list[ActivityRow] = []
+    recent_runs: list[RunRow] = []
+    variables: list[VariableRow] = []
+    approvers: list[ApproverRow] = []
+    approver_candidates: list[ApproverRow] = []  # members who are not approvers yet
+    var_name: str = ""
+    var_value: str = ""
+    var_secret: bool = False
+    var_error: str = ""
+    var_saving: bool = False
     loading: bool = True
     not_found: bool = False
     delete_open: bool = False
@@ -212,7 +262,10 @@ class StackDetailState(AuthState):
     @rx.event
     async def load(self):
         self.loading, self.not_found, self.delete_open, self.delete_confirm = True, False, False, ""
-        self.stack, self.activity = StackRow(), []  # never show the previous stack while loading
+        # Never show the previous stack while loading.
+        self.stack, self.activity, self.recent_runs, self.variables = StackRow(), [], [], []
+        self.approvers, self.approver_candidates = [], []
+        self.var_name, self.var_value, self.var_secret, self.var_error = "", "", False, ""
         stack_id = _stack_id_from_path(self.router.url.path)
         try:
             principal = await self._principal()
@@ -221,18 +274,25 @@ class StackDetailState(AuthState):
 
         def _q(s):
             st = service.get_stack(s, principal, stack_id)
-            return st, audit_service.list_for_resource(s, principal, st.id, limit=10)
+            runs, _n = runs_service.list_runs(s, principal, runs_service.RunQuery(stack_id=st.id, limit=10))
+            variables = stack_variables.list_variables(s, principal, get_context().secret_box, st.id)
+            events = audit_service.list_for_resource(s, principal, st.id, limit=10)
+            return st, events, runs, variables, _approver_lists(s, principal, st.id)
 
         try:
-            st, events = await run_db(_q, readonly=True)
+            st, events, runs, variables, approver_lists = await run_db(_q, readonly=True)
         except NotFound:
             self.not_found, self.loading = True, False
             return
         self.stack = _row(st)
+        self.recent_runs = [run_row(r) for r in runs]
+        self.variables = [_variable_row(v) for v in variables]
+        self.approvers, self.approver_candidates = approver_lists
         self.project_root = st.project_root or "(repository root)"
         self.tool_version = st.tool_version or "latest"
         self.runner = st.runner.value
         self.runner_image = st.runner_image or "—"
+        self.playbook = st.playbook or "site.yml, else playbook.yml"
         self.auto_apply = st.auto_apply
         self.created_by = st.created_by or ""
         self.created_exact = exact(st.created_at)
@@ -243,6 +303,91 @@ class StackDetailState(AuthState):
             for e in events
         ]
         self.loading = False
+
+    @rx.event
+    def set_var_field(self, field: str, value):
+        if field in ("var_name", "var_value"):
+            setattr(self, field, str(value))
+        elif field == "var_secret":
+            self.var_secret = bool(value)
+        self.var_error = ""
+
+    @rx.event
+    async def save_variable(self):
+        name = self.var_name.strip()
+        if not name:
+            self.var_error = "Give the variable a name, e.g. TF_VAR_region"
+            return
+        self.var_saving = True
+        try:
+            principal = await self._principal()
+            body = stack_variables.VariableWrite(value=self.var_value, secret=self.var_secret)
+            stack_id, box = self.stack.id, get_context().secret_box
+
+            def _save(s):
+                stack_variables.put_variable(s, principal, box, stack_id, name, body)
+                return stack_variables.list_variables(s, principal, box, stack_id)
+
+            variables = await run_db(_save)
+        except SessionExpired:
+            self.var_saving = False
+            return self._login_redirect()
+        except ValidationError as exc:
+            self.var_saving, self.var_error = False, next(iter(field_errors(exc).values()))
+            return None
+        except ServiceError as exc:
+            self.var_saving, self.var_error = False, exc.message
+            return None
+        self.variables = [_variable_row(v) for v in variables]
+        self.var_name, self.var_value, self.var_secret, self.var_saving = "", "", False, False
+        return rx.toast.success(f"Saved variable {name}")
+
+    @rx.event
+    async def delete_variable(self, name: str):
+        try:
+            principal = await self._principal()
+            stack_id, box = self.stack.id, get_context().secret_box
+
+            def _delete(s):
+                stack_variables.delete_variable(s, principal, stack_id, name)
+                return stack_variables.list_variables(s, principal, box, stack_id)
+
+            variables = await run_db(_delete)
+        except SessionExpired:
+            return self._login_redirect()
+        except ServiceError as exc:
+            return rx.toast.error(exc.message)
+        self.variables = [_variable_row(v) for v in variables]
+        return rx.toast.success(f"Deleted variable {name}")
+
+    async def _approver_change(self, fn, done: str):
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            return self._login_redirect()
+        stack_id = self.stack.id
+
+        def _do(s):
+            fn(s, principal, stack_id)
+            return _approver_lists(s, principal, stack_id)
+
+        try:
+            self.approvers, self.approver_candidates = await run_db(_do)
+        except ServiceError as exc:
+            return rx.toast.error(exc.message)
+        return rx.toast.success(done)
+
+    @rx.event
+    async def add_approver(self, user_id: str):
+        return await self._approver_change(
+            lambda s, p, sid: stack_approvers.add_approver(s, p, sid, user_id), "Approver added"
+        )
+
+    @rx.event
+    async def remove_approver(self, user_id: str):
+        return await self._approver_change(
+            lambda s, p, sid: stack_approvers.remove_approver(s, p, sid, user_id), "Approver removed"
+        )
 
     @rx.event
     def open_delete(self):
@@ -285,6 +430,7 @@ EMPTY_FORM = {
     "tool_version": "",
     "runner": "local",
     "runner_image": "",
+    "playbook": "",
     "labels": "",
 }
 
@@ -334,6 +480,7 @@ class StackFormState(AuthState):
             "tool_version": st.tool_version or "",
             "runner": st.runner.value,
             "runner_image": st.runner_image or "",
+            "playbook": st.playbook or "",
             "labels": ", ".join(st.labels),
         }
         self.auto_apply = st.auto_apply
@@ -362,6 +509,7 @@ class StackFormState(AuthState):
             "tool_version": v["tool_version"] or None,
             "runner": v["runner"],
             "runner_image": v["runner_image"] or None,
+            "playbook": v["playbook"] or None,
             "auto_apply": self.auto_apply,
             "labels": [x.strip() for x in v["labels"].replace("\n", ",").split(",") if x.strip()],
         }

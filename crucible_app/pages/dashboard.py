@@ -3,6 +3,7 @@ from __future__ import annotations
 import reflex as rx
 
 from components.layout import empty_state, page, rel_time, table_skeleton, testid, tool_badge
+from components.runs import plan_chips, status_badge
 from state.dashboard import DashboardState
 
 
@@ -82,6 +83,109 @@ def dashboard_page() -> rx.Component:
         ),
         width="100%",
     )
+    action_required = rx.card(
+        rx.vstack(
+            rx.hstack(
+                rx.heading("Action required", size="3"),
+                rx.badge(
+                    d.waiting_count, color_scheme="amber", custom_attrs=testid("dashboard-waiting-count")
+                ),
+                rx.spacer(),
+                rx.link("All →", href="/runs?status=unconfirmed", size="2"),
+                width="100%",
+                align="center",
+            ),
+            rx.cond(
+                d.waiting_runs.length() == 0,
+                rx.text("No plans are waiting for review.", size="2", color=rx.color("gray", 10)),
+                rx.vstack(
+                    rx.foreach(
+                        d.waiting_runs,
+                        lambda r: rx.hstack(
+                            status_badge(r.status, tid="dashboard-waiting-status"),
+                            rx.link(r.stack_name, href="/runs/" + r.id, weight="medium", size="2"),
+                            plan_chips(r, tid="dashboard-waiting-plan"),
+                            rx.spacer(),
+                            rx.cond(
+                                d.is_admin & (r.status == "unconfirmed"),
+                                rx.button(
+                                    "Confirm",
+                                    size="1",
+                                    loading=d.busy_run == r.id,
+                                    on_click=DashboardState.confirm_run(r.id),
+                                    custom_attrs=testid("dashboard-confirm-button"),
+                                ),
+                            ),
+                            rx.cond(
+                                d.can_write,
+                                rx.button(
+                                    "Discard",
+                                    size="1",
+                                    variant="soft",
+                                    color_scheme="gray",
+                                    disabled=d.busy_run == r.id,
+                                    on_click=DashboardState.discard_run(r.id),
+                                    custom_attrs=testid("dashboard-discard-button"),
+                                ),
+                            ),
+                            width="100%",
+                            align="center",
+                            custom_attrs={"data-testid": "dashboard-waiting-row", "data-run-id": r.id},
+                        ),
+                    ),
+                    width="100%",
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+    def run_list(title: str, rows, count, empty: str, tid: str, href: str) -> rx.Component:
+        return rx.card(
+            rx.vstack(
+                rx.hstack(
+                    rx.heading(title, size="3"),
+                    rx.badge(count, variant="soft") if count is not None else rx.fragment(),
+                    rx.spacer(),
+                    rx.link("All →", href=href, size="2"),
+                    width="100%",
+                    align="center",
+                ),
+                rx.cond(
+                    rows.length() == 0,
+                    rx.text(empty, size="2", color=rx.color("gray", 10)),
+                    rx.vstack(
+                        rx.foreach(
+                            rows,
+                            lambda r: rx.hstack(
+                                status_badge(r.status, tid=f"{tid}-status"),
+                                rx.link(r.stack_name, href="/runs/" + r.id, size="2"),
+                                rx.text(r.type, size="1", color=rx.color("gray", 10)),
+                                rx.spacer(),
+                                rel_time(r.created_rel, r.created_exact),
+                                width="100%",
+                                align="center",
+                                custom_attrs={"data-testid": f"{tid}-row", "data-run-id": r.id},
+                            ),
+                        ),
+                        width="100%",
+                    ),
+                ),
+                spacing="3",
+                width="100%",
+            ),
+            width="100%",
+        )
+
+    live = run_list(
+        "Live", d.live_runs, d.live_count, "Nothing is running.", "dashboard-live", "/runs?status=active"
+    )
+    ended = run_list("Recent runs", d.ended_runs, None, "No finished runs yet.", "dashboard-ended", "/runs")
+    runs_grid = rx.grid(
+        action_required, live, ended, columns=rx.breakpoints(initial="1", lg="3"), spacing="4", width="100%"
+    )
     body = rx.cond(
         d.loading,
         table_skeleton(3, 3),
@@ -104,6 +208,7 @@ def dashboard_page() -> rx.Component:
             ),
             rx.vstack(
                 stats,
+                runs_grid,
                 rx.grid(
                     tools, recent, columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%"
                 ),

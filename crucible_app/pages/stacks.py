@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, field_error, page, rel_time, table_skeleton, testid, tool_badge
+from components.layout import (
+    empty_state,
+    field_error,
+    page,
+    rel_time,
+    table_skeleton,
+    testid,
+    tool_badge,
+    typed_delete_dialog,
+)
+from components.runs import runs_table
+from crucible_app.pages.trigger_run import trigger_run_dialog
+from state.runs import TriggerRunState
 from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
 
 
@@ -188,62 +200,240 @@ def _field(label: str, value, tid: str, mono: bool = False) -> rx.Component:
 
 def _delete_dialog() -> rx.Component:
     s = StackDetailState
-    return rx.alert_dialog.root(
-        rx.alert_dialog.trigger(
-            rx.button(
-                rx.icon("trash-2", size=14),
-                "Delete",
-                color_scheme="red",
-                variant="soft",
-                on_click=s.open_delete,
-                custom_attrs=testid("stack-delete-button"),
-            ),
+    return typed_delete_dialog(
+        what="stack",
+        description=rx.text(
+            "This permanently deletes the stack and its settings. Type ",
+            rx.code(s.stack.name),
+            " to confirm.",
         ),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete stack"),
-            rx.alert_dialog.description(
-                rx.text(
-                    "This permanently deletes the stack and its settings. Type ",
-                    rx.code(s.stack.name),
-                    " to confirm.",
-                ),
-            ),
-            rx.input(
-                value=s.delete_confirm,
-                on_change=s.set_delete_confirm,
-                placeholder=s.stack.name,
-                margin_y="1rem",
-                custom_attrs=testid("stack-delete-confirm-input"),
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Cancel",
-                        variant="soft",
-                        color_scheme="gray",
-                        custom_attrs=testid("stack-delete-cancel"),
-                    )
-                ),
-                rx.button(
-                    "Delete stack",
-                    color_scheme="red",
-                    disabled=~s.delete_enabled,
-                    loading=s.deleting,
-                    on_click=s.delete_stack,
-                    custom_attrs=testid("stack-delete-submit"),
-                ),
-                justify="end",
-                spacing="3",
-            ),
-        ),
+        expected=s.stack.name,
+        value=s.delete_confirm,
+        on_change=s.set_delete_confirm,
+        on_submit=s.delete_stack,
         open=s.delete_open,
         on_open_change=s.set_delete_open,
+        busy=s.deleting,
+        tid="stack-delete",
+        on_trigger=s.open_delete,
+    )
+
+
+def _variables() -> rx.Component:
+    s = StackDetailState
+    row = lambda v: rx.table.row(  # noqa: E731
+        rx.table.cell(rx.code(v.name, variant="ghost")),
+        rx.table.cell(
+            rx.cond(
+                v.secret,
+                rx.badge("secret", color_scheme="amber", variant="soft", size="1"),
+                rx.text(v.value, size="1", font_family="monospace", trim="both"),
+            )
+        ),
+        rx.table.cell(rx.text(v.updated_by, " · ", v.updated_rel, size="1", color=rx.color("gray", 10))),
+        rx.table.cell(
+            rx.cond(
+                s.can_write,
+                rx.icon_button(
+                    rx.icon("trash-2", size=14),
+                    size="1",
+                    variant="ghost",
+                    color_scheme="red",
+                    on_click=StackDetailState.delete_variable(v.name),
+                    custom_attrs=testid("stack-variable-delete"),
+                ),
+            )
+        ),
+        custom_attrs={"data-testid": "stack-variable-row", "data-name": v.name},
+    )
+    form = rx.hstack(
+        rx.input(
+            placeholder="NAME",
+            value=s.var_name,
+            on_change=lambda v: s.set_var_field("var_name", v),
+            font_family="monospace",
+            width="200px",
+            custom_attrs=testid("stack-variable-name-input"),
+        ),
+        rx.input(
+            placeholder="value",
+            value=s.var_value,
+            type=rx.cond(s.var_secret, "password", "text"),
+            on_change=lambda v: s.set_var_field("var_value", v),
+            flex="1",
+            custom_attrs=testid("stack-variable-value-input"),
+        ),
+        rx.hstack(
+            rx.switch(
+                checked=s.var_secret,
+                on_change=lambda v: s.set_var_field("var_secret", v),
+                custom_attrs=testid("stack-variable-secret-switch"),
+            ),
+            rx.text("secret", size="2"),
+            align="center",
+            spacing="1",
+        ),
+        rx.button(
+            "Save",
+            on_click=s.save_variable,
+            loading=s.var_saving,
+            custom_attrs=testid("stack-variable-save"),
+        ),
+        width="100%",
+        align="center",
+        spacing="2",
+    )
+    return rx.card(
+        rx.vstack(
+            rx.heading("Variables", size="3"),
+            rx.text(
+                "Environment variables of every run. Secret values are encrypted, never shown again "
+                "and masked as *** in run logs.",
+                size="1",
+                color=rx.color("gray", 10),
+            ),
+            rx.cond(
+                s.variables.length() == 0,
+                rx.text(
+                    "No variables yet.",
+                    size="2",
+                    color=rx.color("gray", 10),
+                    custom_attrs=testid("stack-variables-empty"),
+                ),
+                rx.table.root(rx.table.body(rx.foreach(s.variables, row)), size="1", width="100%"),
+            ),
+            rx.cond(s.can_write, form),
+            rx.cond(
+                s.var_error != "",
+                rx.text(
+                    s.var_error,
+                    size="1",
+                    color=rx.color("red", 11),
+                    custom_attrs=testid("stack-variable-error"),
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        custom_attrs=testid("stack-variables"),
+    )
+
+
+def _approvers() -> rx.Component:
+    s = StackDetailState
+    return rx.card(
+        rx.vstack(
+            rx.heading("Approvers", size="3"),
+            rx.text(
+                "Besides admins, these people may confirm this stack's runs.",
+                size="1",
+                color=rx.color("gray", 10),
+            ),
+            rx.cond(
+                s.approvers.length() == 0,
+                rx.text(
+                    "No approvers: only admins confirm.",
+                    size="2",
+                    color=rx.color("gray", 10),
+                    custom_attrs=testid("stack-approvers-empty"),
+                ),
+                rx.vstack(
+                    rx.foreach(
+                        s.approvers,
+                        lambda a: rx.hstack(
+                            rx.text(a.email, size="2"),
+                            rx.spacer(),
+                            rx.cond(
+                                s.is_admin,
+                                rx.icon_button(
+                                    rx.icon("x", size=14),
+                                    size="1",
+                                    variant="ghost",
+                                    color_scheme="red",
+                                    on_click=StackDetailState.remove_approver(a.user_id),
+                                    custom_attrs=testid("stack-approver-remove"),
+                                ),
+                            ),
+                            width="100%",
+                            align="center",
+                            custom_attrs={"data-testid": "stack-approver-row", "data-email": a.email},
+                        ),
+                    ),
+                    width="100%",
+                    spacing="1",
+                ),
+            ),
+            rx.cond(
+                s.is_admin & (s.approver_candidates.length() > 0),
+                rx.select.root(
+                    rx.select.trigger(
+                        placeholder="Add an approver…", custom_attrs=testid("stack-approver-add")
+                    ),
+                    rx.select.content(
+                        rx.foreach(
+                            s.approver_candidates,
+                            lambda m: rx.select.item(m.email, value=m.user_id),
+                        )
+                    ),
+                    value="",
+                    on_change=StackDetailState.add_approver,
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+        custom_attrs=testid("stack-approvers"),
+    )
+
+
+def _recent_runs() -> rx.Component:
+    s = StackDetailState
+    return rx.card(
+        rx.vstack(
+            rx.hstack(
+                rx.heading("Recent runs", size="3"),
+                rx.spacer(),
+                rx.link(
+                    "All runs →",
+                    href="/runs?stack_id=" + s.stack.id,
+                    size="2",
+                    custom_attrs=testid("stack-all-runs"),
+                ),
+                width="100%",
+            ),
+            rx.cond(
+                s.recent_runs.length() == 0,
+                rx.text(
+                    "No runs yet. Trigger one: Crucible plans it and waits for your confirmation.",
+                    size="2",
+                    color=rx.color("gray", 10),
+                    custom_attrs=testid("stack-runs-empty"),
+                ),
+                runs_table(s.recent_runs, show_stack=False, tid="stack-runs-table"),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
     )
 
 
 def stack_detail_page() -> rx.Component:
     s = StackDetailState
     actions = rx.hstack(
+        rx.cond(
+            s.can_write,
+            rx.button(
+                rx.icon("play", size=14),
+                "Trigger run",
+                on_click=TriggerRunState.open_for(s.stack.id),
+                custom_attrs=testid("stack-trigger-run-button"),
+            ),
+            rx.tooltip(rx.button("Trigger run", disabled=True), content="Members and admins trigger runs"),
+        ),
+        trigger_run_dialog(),
         rx.cond(
             s.can_write,
             rx.link(
@@ -284,6 +474,10 @@ def stack_detail_page() -> rx.Component:
                     ),
                     _field("Runner", s.runner, "stack-runner"),
                     _field("Runner image", s.runner_image, "stack-runner-image", mono=True),
+                    rx.cond(
+                        s.stack.tool == "ansible",
+                        _field("Playbook", s.playbook, "stack-playbook", mono=True),
+                    ),
                     rx.data_list.item(
                         rx.data_list.label("Auto-apply"),
                         rx.data_list.value(
@@ -356,7 +550,15 @@ def stack_detail_page() -> rx.Component:
                         custom_attrs=testid("stack-description"),
                     ),
                 ),
+                _recent_runs(),
                 overview,
+                rx.grid(
+                    _variables(),
+                    _approvers(),
+                    columns=rx.breakpoints(initial="1", md="2"),
+                    spacing="4",
+                    width="100%",
+                ),
                 width="100%",
                 spacing="4",
             ),
@@ -476,7 +678,14 @@ def _form() -> rx.Component:
                 _text_field(
                     "runner_image", "Runner image", "Docker runner only", "ghcr.io/acme/runner:1.0", mono=True
                 ),
-                columns="2",
+                _text_field(
+                    "playbook",
+                    "Playbook",
+                    "Ansible only; empty = site.yml, else playbook.yml",
+                    "deploy.yml",
+                    mono=True,
+                ),
+                columns="3",
                 spacing="4",
                 width="100%",
             ),

@@ -39,12 +39,16 @@ def server(tmp_path_factory):
     if not _port_free(E2E_PORT):
         pytest.fail(f"port {E2E_PORT} is busy; set CRUCIBLE_E2E_PORT to a free port")
     data = tmp_path_factory.mktemp("e2e-data")
+    # What the tests' localhost playbooks manage: the sandbox lets runs write only here.
+    managed = tmp_path_factory.mktemp("e2e-managed")
     base = f"http://localhost:{E2E_PORT}"
     env = {
         **os.environ,
         "CRUCIBLE_DATA_DIR": str(data),
         "CRUCIBLE_BASE_URL": base,
         "CRUCIBLE_LOG_FORMAT": "text",
+        "CRUCIBLE_LOCAL_RUNNER_WRITABLE_PATHS": str(managed),
+        "CRUCIBLE_CANCEL_GRACE_SECONDS": "3",
     }
     log_path = data / "server.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
@@ -73,6 +77,7 @@ def server(tmp_path_factory):
             "email": match.group(1),
             "password": match.group(2),
             "data_dir": data,
+            "managed_dir": managed,
             "env": env,
         }
     finally:

@@ -1,0 +1,339 @@
+"""Runs: the list across stacks, and the run page (rail, plan, actions, live log)."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from components.layout import empty_state, page, rel_time, table_skeleton, testid, typed_delete_dialog
+from components.log_viewer import log_viewer
+from components.plan_diff import plan_diff
+from components.runs import lifecycle_rail, plan_chips, runs_table, status_badge, type_badge
+from state.runs import ALL, STATUSES, TYPES, RunDetailState, RunsState
+
+
+def _filters() -> rx.Component:
+    return rx.hstack(
+        rx.select.root(
+            rx.select.trigger(placeholder="Status", custom_attrs=testid("runs-status-filter")),
+            rx.select.content(
+                rx.select.item("All statuses", value=ALL),
+                rx.select.item("Active (not ended)", value="active"),
+                *[rx.select.item(s.replace("_", " "), value=s) for s in STATUSES],
+            ),
+            value=RunsState.status,
+            on_change=RunsState.set_status,
+        ),
+        rx.select.root(
+            rx.select.trigger(placeholder="Type", custom_attrs=testid("runs-type-filter")),
+            rx.select.content(
+                rx.select.item("All types", value=ALL), *[rx.select.item(t, value=t) for t in TYPES]
+            ),
+            value=RunsState.type,
+            on_change=RunsState.set_type,
+        ),
+        rx.select.root(
+            rx.select.trigger(placeholder="Stack", custom_attrs=testid("runs-stack-filter")),
+            rx.select.content(
+                rx.select.item("All stacks", value=ALL),
+                rx.foreach(RunsState.stack_options, lambda o: rx.select.item(o[1], value=o[0])),
+            ),
+            value=RunsState.stack_choice,
+            on_change=RunsState.set_stack,
+        ),
+        rx.cond(
+            RunsState.filtered,
+            rx.button(
+                "Clear",
+                variant="ghost",
+                on_click=RunsState.clear_filters,
+                custom_attrs=testid("runs-clear-filters"),
+            ),
+        ),
+        spacing="3",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def runs_page() -> rx.Component:
+    r = RunsState
+    body = rx.cond(
+        r.loading & (r.rows.length() == 0),
+        table_skeleton(cols=6),
+        rx.cond(
+            r.count == 0,
+            rx.cond(
+                r.filtered,
+                empty_state(
+                    "search-x",
+                    "No runs match these filters",
+                    "Change or clear the filters.",
+                    tid="runs-empty",
+                ),
+                empty_state(
+                    "play",
+                    "No runs yet",
+                    "Open a stack and trigger a run: Crucible plans it, you review, it applies.",
+                    action=rx.link(rx.button("Go to stacks", variant="soft"), href="/stacks"),
+                    tid="runs-empty",
+                ),
+            ),
+            rx.vstack(
+                runs_table(r.rows),
+                rx.hstack(
+                    rx.text(
+                        r.page_label, size="2", color=rx.color("gray", 10), custom_attrs=testid("runs-count")
+                    ),
+                    rx.spacer(),
+                    rx.button(
+                        "Previous",
+                        variant="soft",
+                        disabled=~r.has_prev,
+                        on_click=r.prev_page,
+                        custom_attrs=testid("runs-prev-page"),
+                    ),
+                    rx.button(
+                        "Next",
+                        variant="soft",
+                        disabled=~r.has_next,
+                        on_click=r.next_page,
+                        custom_attrs=testid("runs-next-page"),
+                    ),
+                    width="100%",
+                    align="center",
+                ),
+                width="100%",
+            ),
+        ),
+    )
+    return page("runs", "Runs", _filters(), body)
+
+
+# ---------------------------------------------------------------------------- run page
+
+
+def _action_button(action: str, label: str, handler, *, color: str = "teal", variant: str = "solid"):
+    d = RunDetailState
+    return rx.cond(
+        d.actions.contains(action),
+        rx.button(
+            rx.cond(d.busy == action, rx.spinner(size="1"), rx.fragment()),
+            label,
+            on_click=handler,
+            disabled=d.busy != "",
+            color_scheme=color,
+            variant=variant,
+            custom_attrs=testid(f"run-{action.replace('_', '-')}-button"),
+        ),
+    )
+
+
+def _delete_dialog() -> rx.Component:
+    d = RunDetailState
+    return typed_delete_dialog(
+        what="run",
+        description=rx.text(
+            "This deletes the run, its logs and its stored plan; the audit log keeps a record. Type ",
+            rx.code(d.run.id),
+            " to confirm.",
+        ),
+        expected=d.run.id,
+        value=d.delete_confirm,
+        on_change=d.set_delete_confirm,
+        on_submit=d.delete_run,
+        open=d.delete_open,
+        on_open_change=d.set_delete_open,
+        busy=d.busy == "delete",
+        tid="run-delete",
+    )
+
+
+def _actions() -> rx.Component:
+    d = RunDetailState
+    return rx.hstack(
+        _action_button("confirm", "Confirm", d.confirm),
+        _action_button("discard", "Discard", d.discard, color="gray", variant="soft"),
+        _action_button("cancel", "Cancel", d.cancel, color="red", variant="soft"),
+        _action_button("force_cancel", "Force cancel", d.force_cancel, color="red"),
+        _action_button("retrigger", "Re-trigger", d.retrigger, variant="soft"),
+        rx.cond(d.actions.contains("delete"), _delete_dialog()),
+        rx.cond(
+            (d.run.status == "unconfirmed") & ~d.actions.contains("confirm"),
+            rx.tooltip(
+                rx.button("Confirm", disabled=True, custom_attrs=testid("run-confirm-disabled")),
+                content="Admins confirm runs; ask one to review this plan",
+            ),
+        ),
+        spacing="2",
+    )
+
+
+def _meta(label: str, value: rx.Component) -> rx.Component:
+    return rx.vstack(rx.text(label, size="1", color=rx.color("gray", 10)), value, spacing="1")
+
+
+def _header_card() -> rx.Component:
+    d = RunDetailState
+    return rx.card(
+        rx.vstack(
+            rx.hstack(
+                status_badge(d.run.status),
+                type_badge(d.run.type),
+                rx.cond(
+                    d.cancel_requested & ~d.is_terminal,
+                    rx.badge(
+                        "stopping…", color_scheme="red", variant="soft", custom_attrs=testid("run-stopping")
+                    ),
+                ),
+                rx.spacer(),
+                plan_chips(d.run),
+                width="100%",
+                align="center",
+            ),
+            rx.grid(
+                _meta(
+                    "Stack",
+                    rx.link(
+                        d.run.stack_name,
+                        href="/stacks/" + d.run.stack_id,
+                        custom_attrs=testid("run-stack-link"),
+                    ),
+                ),
+                _meta(
+                    "Commit",
+                    rx.hstack(
+                        rx.code(
+                            rx.cond(d.run.commit != "", d.run.commit, "not cloned yet"),
+                            custom_attrs=testid("run-commit"),
+                        ),
+                        rx.text(
+                            d.run.commit_message,
+                            size="2",
+                            trim="both",
+                            custom_attrs=testid("run-commit-message"),
+                        ),
+                        spacing="2",
+                        align="center",
+                    ),
+                ),
+                _meta("Branch", rx.code(d.branch, variant="ghost")),
+                _meta(
+                    "Triggered",
+                    rx.hstack(
+                        rx.text(
+                            d.run.created_by,
+                            " via ",
+                            d.trigger_label,
+                            size="2",
+                            custom_attrs=testid("run-trigger"),
+                        ),
+                        rel_time(d.run.created_rel, d.run.created_exact),
+                        spacing="2",
+                    ),
+                ),
+                columns=rx.breakpoints(initial="1", md="4"),
+                spacing="4",
+                width="100%",
+            ),
+            rx.cond(
+                d.run.message != "",
+                rx.text(d.run.message, size="2", custom_attrs=testid("run-message")),
+            ),
+            rx.cond(
+                d.env_names.length() > 0,
+                rx.hstack(
+                    rx.text("Env overrides:", size="1", color=rx.color("gray", 10)),
+                    rx.foreach(d.env_names, lambda n: rx.code(n, size="1")),
+                    spacing="2",
+                    wrap="wrap",
+                ),
+            ),
+            rx.cond(
+                d.extra_counts.length() > 0,
+                rx.hstack(
+                    rx.foreach(
+                        d.extra_counts,
+                        lambda kv: rx.badge(kv[0], ": ", kv[1], variant="outline", size="1"),
+                    ),
+                    spacing="2",
+                    custom_attrs=testid("run-plan-extra"),
+                ),
+            ),
+            rx.cond(
+                d.failure_reason != "",
+                rx.callout(
+                    d.failure_reason,
+                    icon="triangle-alert",
+                    color_scheme="red",
+                    width="100%",
+                    custom_attrs=testid("run-failure-reason"),
+                ),
+            ),
+            rx.cond(
+                d.retriggered_from != "",
+                rx.text(
+                    "Re-triggered from ",
+                    rx.link(d.retriggered_from, href="/runs/" + d.retriggered_from, font_family="monospace"),
+                    size="1",
+                    color=rx.color("gray", 10),
+                ),
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def run_detail_page() -> rx.Component:
+    d = RunDetailState
+    body = rx.cond(
+        d.not_found,
+        empty_state(
+            "circle-help",
+            "Run not found",
+            "It may have been deleted, or belongs to another organization.",
+            tid="run-not-found",
+        ),
+        rx.cond(
+            d.loading,
+            table_skeleton(rows=4, cols=3),
+            rx.vstack(
+                _header_card(),
+                lifecycle_rail(d.steps),
+                rx.cond(
+                    (d.diff.length() > 0) | (d.diff_error != ""),
+                    rx.card(
+                        rx.vstack(
+                            rx.heading("Plan", size="3"),
+                            rx.cond(
+                                d.diff_error != "",
+                                rx.callout(d.diff_error, icon="info", color_scheme="gray", width="100%"),
+                                plan_diff(d.diff, d.diff_hidden, d.plan_url),
+                            ),
+                            width="100%",
+                            spacing="3",
+                        ),
+                        width="100%",
+                        custom_attrs=testid("run-plan-card"),
+                    ),
+                ),
+                rx.vstack(
+                    rx.heading("Log", size="3"),
+                    log_viewer(d.log_url),
+                    width="100%",
+                    align="stretch",
+                    spacing="2",
+                ),
+                width="100%",
+                spacing="4",
+            ),
+        ),
+    )
+    return page(
+        "runs",
+        rx.cond(d.run.id != "", rx.text("Run ", rx.code(d.run.id, size="5")), "Run"),
+        body,
+        breadcrumb=[("Runs", "/runs")],
+        actions=_actions(),
+    )
