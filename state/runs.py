@@ -49,6 +49,7 @@ class RunRow:
     change: int = 0
     destroy: int = 0
     has_summary: bool = False
+    has_changes: bool = False
     created_rel: str = ""
     created_exact: str = ""
 
@@ -77,6 +78,7 @@ def run_row(r: RunPublic) -> RunRow:
         change=summary.change if summary else 0,
         destroy=summary.destroy if summary else 0,
         has_summary=summary is not None,
+        has_changes=bool(r.has_changes),
         created_rel=relative(r.created_at),
         created_exact=exact(r.created_at),
     )

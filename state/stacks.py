@@ -12,6 +12,7 @@ from backend.audit import service as audit_service
 from backend.context import get_context
 from backend.errors import FieldError, NotFound, ServiceError
 from backend.runs import service as runs_service
+from backend.runs import summary as run_summary
 from backend.stacks import approvers as stack_approvers
 from backend.stacks import service
 from backend.stacks import variables as stack_variables
@@ -39,6 +40,8 @@ class StackRow:
     labels: list[str] = dataclasses.field(default_factory=list)
     updated_rel: str = ""
     updated_exact: str = ""
+    last_run_id: str = ""
+    last_run_status: str = ""
 
 
 @dataclasses.dataclass
@@ -85,8 +88,10 @@ def _variable_row(v) -> VariableRow:
     )
 
 
-def _row(s: StackPublic) -> StackRow:
+def _row(s: StackPublic, last_run: tuple[str, str] | None = None) -> StackRow:
     return StackRow(
+        last_run_id=last_run[0] if last_run else "",
+        last_run_status=last_run[1] if last_run else "",
         id=s.id,
         name=s.name,
         description=s.description,
@@ -156,10 +161,12 @@ class StacksState(AuthState):
         )
 
         def _q(s):
-            return service.list_stacks(s, principal, query), service.all_labels(s, principal)
+            data, count = service.list_stacks(s, principal, query)
+            last = run_summary.last_runs(s, principal, [st.id for st in data])
+            return (data, count), service.all_labels(s, principal), last
 
-        (data, count), labels = await run_db(_q, readonly=True)
-        self.rows = [_row(s) for s in data]
+        (data, count), labels, last = await run_db(_q, readonly=True)
+        self.rows = [_row(s, last.get(s.id)) for s in data]
         self.count = count
         self.labels_available = labels
         self.loading = False

@@ -185,6 +185,14 @@ def _header_card() -> rx.Component:
                         "stopping…", color_scheme="red", variant="soft", custom_attrs=testid("run-stopping")
                     ),
                 ),
+                rx.cond(
+                    (d.run.type == "drift") & d.run.has_summary,
+                    rx.badge(
+                        rx.cond(d.run.has_changes, "drift detected", "no drift"),
+                        color_scheme=rx.cond(d.run.has_changes, "amber", "green"),
+                        custom_attrs=testid("run-drift"),
+                    ),
+                ),
                 rx.spacer(),
                 plan_chips(d.run),
                 width="100%",

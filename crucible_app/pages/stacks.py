@@ -14,7 +14,7 @@ from components.layout import (
     tool_badge,
     typed_delete_dialog,
 )
-from components.runs import runs_table
+from components.runs import runs_table, status_badge
 from crucible_app.pages.trigger_run import trigger_run_dialog
 from state.runs import TriggerRunState
 from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
@@ -49,6 +49,16 @@ def _stack_row(row) -> rx.Component:
             )
         ),
         rx.table.cell(tool_badge(row.tool)),
+        rx.table.cell(
+            rx.cond(
+                row.last_run_id != "",
+                rx.link(
+                    status_badge(row.last_run_status, tid="stacks-row-last-run"),
+                    href="/runs/" + row.last_run_id,
+                ),
+                rx.text("no runs", size="1", color=rx.color("gray", 9)),
+            )
+        ),
         rx.table.cell(rx.code(row.branch, variant="ghost")),
         rx.table.cell(_label_chips(row.labels)),
         rx.table.cell(rel_time(row.updated_rel, row.updated_exact)),
@@ -109,6 +119,7 @@ def _table() -> rx.Component:
                 rx.table.row(
                     rx.table.column_header_cell("Name"),
                     rx.table.column_header_cell("Tool"),
+                    rx.table.column_header_cell("Last run"),
                     rx.table.column_header_cell("Branch"),
                     rx.table.column_header_cell("Labels"),
                     rx.table.column_header_cell("Updated"),

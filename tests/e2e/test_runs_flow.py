@@ -105,6 +105,9 @@ def test_tracked_run_plans_waits_for_confirmation_and_applies(page, server, logi
     expect(row.get_by_test_id("runs-row-status")).to_have_attribute("data-status", "finished")
     page.goto(f"/stacks/{stack_id}")
     expect(page.get_by_test_id("stack-runs-table").get_by_test_id("runs-row")).to_have_count(1)
+    page.goto("/stacks")
+    last = page.locator('[data-testid="stacks-row"][data-stack-name="e2e-tracked"]')
+    expect(last.get_by_test_id("stacks-row-last-run")).to_have_attribute("data-status", "finished")
 
     # Proposed run of a new commit: it plans the change and stops; the file stays as it is.
     _commit(repo, PLAYBOOK.format(target=target, content="v2"), "write v2")
