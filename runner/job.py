@@ -183,8 +183,8 @@ class JobRunner:
             pump.info(f"applying with {adapter.binary} ({job.runner} runner)")
             for step in self._tool(adapter.apply_steps, ctx, plan_file):
                 await self._step(adapter, step, ctx)
-            await self.port.finish_applying(job.run_id)
             pump.info("applied")
+            await self.port.finish_applying(job.run_id)
 
     def _adapter(self) -> ToolAdapter:
         try:

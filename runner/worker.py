@@ -121,9 +121,12 @@ class Worker:
         self.active[job.run_id] = (task, runner)
         log.info("claimed %s (%s of %s)", job.run_id, job.phase, job.stack_name)
 
-        def done(_t: asyncio.Task) -> None:
+        def done(t: asyncio.Task) -> None:
             self.active.pop(job.run_id, None)
             self._slot_freed.set()
+            if not t.cancelled() and t.exception() is not None:
+                # Reporting itself failed (database down): the run goes stale and is reaped.
+                log.error("run %s could not report its end: %s", job.run_id, t.exception())
 
         task.add_done_callback(done)
 
