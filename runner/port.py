@@ -98,14 +98,30 @@ class InProcessPort:
         return await self._tx(lambda s: execution.heartbeat(s, self.worker_id, run_ids, utcnow()))
 
     async def reap(self, timeout: timedelta) -> list[tuple[str, str | None]]:
-        return await self._tx(lambda s: execution.reap(s, utcnow(), timeout))
+        reaped = await self._tx(lambda s: execution.reap(s, utcnow(), timeout))
+        await self._archive_left_over([run_id for run_id, _ in reaped])
+        return reaped
 
     async def reconcile(self, is_dead: Callable[[str], bool]) -> list[str]:
         def run(s: Session) -> list[str]:
             dead = {w for w in execution.worker_ids_in_flight(s) if w != self.worker_id and is_dead(w)}
             return execution.fail_runs_of_dead_workers(s, utcnow(), dead)
 
-        return await self._tx(run)
+        failed = await self._tx(run)
+        await self._archive_left_over(failed)
+        return failed
+
+    async def _archive_left_over(self, run_ids: list[str]) -> None:
+        """The logs of runs whose worker is gone move to the object store like any other."""
+        for run_id in run_ids:
+
+            def archive(s: Session, run_id: str = run_id) -> None:
+                run = s.get(Run, run_id)
+                if run is not None:
+                    logs.archive_remaining(s, self.ctx.objects, run)
+
+            await self._tx(archive)
+            logs.signal(run_id)
 
     async def put_object(self, key: str, data: bytes) -> dict[str, Any]:
         info = await asyncio.to_thread(self.ctx.objects.put, key, data)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from backend.runs import lifecycle as lc
@@ -23,6 +23,7 @@ from backend.runs.models import Run, RunLogChunk
 from backend.storage import ObjectStore, StorageError
 
 PHASES = ("plan", "apply")
+TERMINAL_VALUES = frozenset(s.value for s in lc.TERMINAL)
 POLL_SECONDS = 0.25
 
 
@@ -43,8 +44,13 @@ def archive(session: Session, objects: ObjectStore, run: Run, phase: str) -> Non
         .where(RunLogChunk.run_id == run.id, RunLogChunk.phase == phase)
         .order_by(col(RunLogChunk.id))
     ).all()
+    earlier = (run.artifacts or {}).get("logs", {}).get(phase)
+    if earlier and not chunks:
+        return  # archived already (by the reaper, when this worker was thought lost)
     text = "\n".join(chunks)
     data = (text + "\n").encode() if chunks else b""
+    if earlier:  # a worker thought lost wrote more after the reaper archived: keep both
+        data = objects.get(earlier["key"]) + data
     info = objects.put(log_key(run.id, phase), data)
     logs = dict((run.artifacts or {}).get("logs", {}))
     logs[phase] = {"key": info.key, "sha256": info.sha256, "size": info.size}
@@ -55,6 +61,14 @@ def archive(session: Session, objects: ObjectStore, run: Run, phase: str) -> Non
     )
 
 
+def archive_remaining(session: Session, objects: ObjectStore, run: Run) -> None:
+    """Archive what a run's lost worker left in the database (reaper, start-up reconciliation)."""
+    done = (run.artifacts or {}).get("logs", {})
+    for phase in _phases_run(run):
+        if phase not in done:
+            archive(session, objects, run, phase)
+
+
 def _archived(objects: ObjectStore, run: Run, phase: str) -> list[str] | None:
     entry = (run.artifacts or {}).get("logs", {}).get(phase)
     if not entry:
@@ -63,7 +77,11 @@ def _archived(objects: ObjectStore, run: Run, phase: str) -> list[str] | None:
         data = objects.get(entry["key"]).decode(errors="replace")
     except StorageError as exc:
         return [f"[crucible] the archived {phase} log cannot be read: {exc}"]
-    return data.splitlines()
+    # Split exactly as the live chunks are ("\n" only): a line holding "\r" or other line
+    # separators must read the same before and after archiving.
+    if not data:
+        return []
+    return (data[:-1] if data.endswith("\n") else data).split("\n")
 
 
 def read_lines(session: Session, objects: ObjectStore, run: Run) -> list[str]:
@@ -86,18 +104,31 @@ def read_lines(session: Session, objects: ObjectStore, run: Run) -> list[str]:
 @dataclass
 class _Cursor:
     sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
-    last_chunk_id: int = 0
+    # Per phase: SQLite may reuse the ids of a phase's archived (deleted) chunks for the next.
+    last_chunk_id: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
 
 
-def _poll(session: Session, objects: ObjectStore, run_id: str, cursor: _Cursor) -> tuple[list[str], bool]:
-    """New lines since ``cursor`` and whether the log is complete (run terminal, all archived)."""
+def _phases_run(run: Run) -> list[str]:
+    """The phases this run executed (each ends with an archived log)."""
+    stamps = run.status_timestamps or {}
+    return [p for p, started in (("plan", "preparing"), ("apply", "applying")) if started in stamps]
+
+
+def _poll(
+    session: Session, objects: ObjectStore, run_id: str, cursor: _Cursor
+) -> tuple[list[str], bool, bool]:
+    """New lines since ``cursor``, whether the run is terminal, and whether its log is complete:
+    terminal, and every phase it ran archived (a worker archives right after reporting the end,
+    so lines written just before it are never cut off)."""
     run = session.get(Run, run_id)
     if run is None:
-        return [], True
+        return [], True, True
     out: list[str] = []
+    archived_phases = set()
     for phase in PHASES:
         archived = _archived(objects, run, phase)
         if archived is not None:
+            archived_phases.add(phase)
             out.extend(archived[cursor.sent[phase] :])
             cursor.sent[phase] = max(cursor.sent[phase], len(archived))
             continue
@@ -106,7 +137,7 @@ def _poll(session: Session, objects: ObjectStore, run_id: str, cursor: _Cursor) 
             .where(
                 RunLogChunk.run_id == run_id,
                 RunLogChunk.phase == phase,
-                RunLogChunk.id > cursor.last_chunk_id,
+                RunLogChunk.id > cursor.last_chunk_id[phase],
             )
             .order_by(col(RunLogChunk.id))
         ).all()
@@ -114,12 +145,9 @@ def _poll(session: Session, objects: ObjectStore, run_id: str, cursor: _Cursor) 
             lines = body.split("\n")
             out.extend(lines)
             cursor.sent[phase] += len(lines)
-            cursor.last_chunk_id = max(cursor.last_chunk_id, chunk_id)
-    terminal = run.status in {s.value for s in lc.TERMINAL}
-    live = session.exec(select(func.count()).where(RunLogChunk.run_id == run_id)).one()
-    # A terminal run whose worker has not archived yet (or died) still has chunks: keep reading
-    # until they are gone or a grace period passes (the caller bounds it).
-    return out, terminal and not live
+            cursor.last_chunk_id[phase] = max(cursor.last_chunk_id[phase], chunk_id)
+    terminal = run.status in TERMINAL_VALUES
+    return out, terminal, terminal and set(_phases_run(run)) <= archived_phases
 
 
 async def follow(
@@ -142,26 +170,22 @@ async def follow(
         # chunk now lets the client know at once that the stream is live.
         yield ""
         while True:
-            lines, complete = await asyncio.to_thread(read, lambda s: _poll(s, objects, run_id, cursor))
+            event.clear()
+            lines, terminal, complete = await asyncio.to_thread(
+                read, lambda s: _poll(s, objects, run_id, cursor)
+            )
             if lines:
                 yield "\n".join(lines) + "\n"
             if complete:
                 return
-            terminal = await asyncio.to_thread(read, lambda s: _is_terminal(s, run_id))
             if terminal:
                 waiting_since = waiting_since or loop.time()
                 if loop.time() - waiting_since > terminal_grace:
                     return
-            event.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), POLL_SECONDS)
     finally:
         _unsubscribe(run_id, event)
-
-
-def _is_terminal(session: Session, run_id: str) -> bool:
-    status = session.exec(select(Run.status).where(Run.id == run_id)).first()
-    return status is None or status in {s.value for s in lc.TERMINAL}
 
 
 # In-process wake-ups: a follower in the same process as the worker hears of new lines at once;
