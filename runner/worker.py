@@ -61,7 +61,9 @@ class Worker:
         self.concurrency = concurrency or self.settings.worker_concurrency
         self.id = worker_id or new_worker_id()
         self.port = InProcessPort(ctx, self.id)
-        self.active: dict[str, tuple[asyncio.Task, JobRunner]] = {}
+        # Keyed by (run id, phase): an auto-applied run's apply may start here while its plan job
+        # is still archiving and cleaning up; both count against the concurrency.
+        self.active: dict[tuple[str, str], tuple[asyncio.Task, JobRunner]] = {}
         self._slot_freed = asyncio.Event()
         self._background: set[asyncio.Task] = set()
 
@@ -118,11 +120,13 @@ class Worker:
             return
         runner = JobRunner(job, self.port, executor, self.settings, cancel)
         task = asyncio.create_task(runner.run(), name=f"run {job.run_id} {job.phase}")
-        self.active[job.run_id] = (task, runner)
+        key = (job.run_id, job.phase)
+        self.active[key] = (task, runner)
         log.info("claimed %s (%s of %s)", job.run_id, job.phase, job.stack_name)
 
         def done(t: asyncio.Task) -> None:
-            self.active.pop(job.run_id, None)
+            if self.active.get(key, (None,))[0] is t:
+                del self.active[key]
             self._slot_freed.set()
             if not t.cancelled() and t.exception() is not None:
                 # Reporting itself failed (database down): the run goes stale and is reaped.
@@ -180,12 +184,11 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.worker_heartbeat_seconds)
             try:
-                stop = await self.port.heartbeat(list(self.active))
-                for run_id in stop:
-                    entry = self.active.get(run_id)
-                    if entry and not entry[1].cancel.is_set():
-                        log.info("stopping %s (canceled)", run_id)
-                        entry[1].cancel.set()
+                stop = await self.port.heartbeat(sorted({run_id for run_id, _phase in self.active}))
+                for (run_id, phase), (_task, runner) in list(self.active.items()):
+                    if run_id in stop and not runner.cancel.is_set():
+                        log.info("stopping %s (%s; canceled)", run_id, phase)
+                        runner.cancel.set()
                 reaped = await self.port.reap(timeout)
                 if reaped:
                     log.warning(

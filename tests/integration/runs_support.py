@@ -217,7 +217,7 @@ class WorkerThread:
 
     def busy_with(self, run_id: str) -> bool:
         """True while a job of that run is in this worker (it archives and cleans up last)."""
-        return self.worker is not None and run_id in dict(self.worker.active)
+        return self.worker is not None and any(rid == run_id for rid, _phase in dict(self.worker.active))
 
 
 # --------------------------------------------------------------------------- reading runs
