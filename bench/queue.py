@@ -133,15 +133,17 @@ async def _crucible_worker(url: str, name: str) -> None:
             state = lc.finish_planning(lc.start_planning(state_of(row), now), now, has_changes=False)
             apply_state(row, state, now)
             s.add(row)
-            wakeup.notify(s)
+            wakeup.notify(s)  # a hand-off, as backend.runs.execution reports a finished run
         totals["finish_s"] += time.perf_counter() - t1
         return run.id, claimed_at, t1 - t0
 
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    waiter_ref: list[wakeup.Waiter] = []
     try:
         async with wakeup.Waiter(engine) as waiter:  # LISTEN before the first claim
+            waiter_ref.append(waiter)
             _emit("ready")
             while True:
                 run_id, at, took = await asyncio.to_thread(claim_and_finish)
@@ -159,6 +161,9 @@ async def _crucible_worker(url: str, name: str) -> None:
     except asyncio.CancelledError:
         pass
     finally:
+        if waiter_ref:
+            totals["handoff_checks"] = waiter_ref[0].handoff_checks
+            totals["handoff_idle"] = waiter_ref[0].handoff_idle
         _emit("S " + json.dumps(totals))
         engine.dispose()
 
@@ -459,7 +464,7 @@ class CrucibleQueue:
         with self.session() as s:
             run = self._run(self.stacks[stack], utcnow())
             s.add(run)
-            wakeup.notify(s)
+            wakeup.notify(s, immediate=True)  # as the run service's create_run does
         return run.id
 
     async def enqueue_many(self, stacks: list[int]) -> list[str]:
@@ -473,12 +478,14 @@ class CrucibleQueue:
                 self._run(self.stacks[st], base + timedelta(microseconds=i)) for i, st in enumerate(stacks)
             ]
             s.add_all(runs)
-            wakeup.notify(s)
+            wakeup.notify(s, immediate=True)
         return [r.id for r in runs]
 
     def claim_plan(self, depth: int, n_stacks: int) -> dict[str, Any]:
-        """The plan of the first statement claim() runs, with ``depth`` runs queued and a few stacks
-        held, captured from the driver (whatever claim() becomes) and rolled back afterwards."""
+        """The plans of what one claim() runs, with ``depth`` runs queued and a few stacks held,
+        rolled back afterwards. claim() is one call of a SQL function, so the statements inside it
+        are what matter: auto_explain (log_nested_statements) reports them to this session as
+        notices. Without the rights to LOAD it, the plan of the first statement instead."""
         from sqlalchemy import event
         from sqlmodel import Session
 
@@ -507,14 +514,46 @@ class CrucibleQueue:
             finally:
                 event.remove(self.engine, "before_cursor_execute", grab)
             statement, params = captured[0]
-            rows = s.connection().exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).all()
+            plan = self._nested_plans(s, lambda: queue.claim(s, "plan-explained", utcnow()))
+            if plan is None:
+                rows = s.connection().exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).all()
+                plan = [r[0] for r in rows]
             s.rollback()
-        return {
-            "depth": depth,
-            "claim_ms": round(took * 1000, 3),
-            "statement": statement,
-            "plan": [r[0] for r in rows],
-        }
+        return {"depth": depth, "claim_ms": round(took * 1000, 3), "statement": statement, "plan": plan}
+
+    @staticmethod
+    def _nested_plans(s, action) -> list[str] | None:
+        """EXPLAIN ANALYZE output of every statement ``action`` runs, functions' insides included."""
+        from sqlalchemy import text
+
+        conn = s.connection()
+        dbapi = conn.connection.dbapi_connection
+        try:
+            with s.begin_nested():
+                conn.exec_driver_sql("LOAD 'auto_explain'")
+        except Exception:  # not a superuser, or the module is not installed
+            return None
+        for name, value in (
+            ("log_min_duration", "0"),
+            ("log_analyze", "on"),
+            ("log_buffers", "on"),
+            ("log_timing", "on"),
+            ("log_nested_statements", "on"),
+            ("log_level", "notice"),
+        ):
+            conn.execute(text(f"SET LOCAL auto_explain.{name} = {value}"))
+        notices: list[str] = []
+
+        def keep(diag) -> None:
+            notices.append(diag.message_primary or "")
+
+        dbapi.add_notice_handler(keep)
+        try:
+            action()
+        finally:
+            dbapi.remove_notice_handler(keep)
+            conn.execute(text("SET LOCAL auto_explain.log_min_duration = -1"))
+        return [line for note in notices for line in note.splitlines()] or None
 
     async def close(self) -> None:
         self.engine.dispose()
@@ -814,14 +853,17 @@ async def bench_main(args: argparse.Namespace, user: str, tmp: Path) -> dict[str
             say(f"{2 * WORKERS} workers up and warm after {time.monotonic() - t_start:.1f} s")
             results: list[CaseResult] = []
             budget_cut = False
-            plan_rounds = [(rnd, case) for rnd in range(args.rounds) for case in ROUND_CASES]
-            if args.backlog_runs:
+            plan_rounds = [
+                (rnd, case) for rnd in range(args.rounds) for case in ROUND_CASES if case in args.cases
+            ]
+            if args.backlog_runs and "backlog" in args.cases:
                 plan_rounds.append((args.rounds - 1, "backlog"))
             for rnd, case in plan_rounds:
                 order = SIDES if rnd % 2 == 0 else SIDES[::-1]
                 for side in order:
                     # Keep room for the backlog (~40 s at worst) and the clean-up.
-                    reserve = 20 + (45 if case != "backlog" and args.backlog_runs else 0)
+                    backlog_left = case != "backlog" and args.backlog_runs and "backlog" in args.cases
+                    reserve = 20 + (45 if backlog_left else 0)
                     if time.monotonic() - t_start > args.max_seconds - reserve:
                         budget_cut = True
                         continue
@@ -852,7 +894,7 @@ async def bench_main(args: argparse.Namespace, user: str, tmp: Path) -> dict[str
     say()
     say(
         f"Crucible: one claim() with {plan['depth']} runs queued (4 stacks held) took "
-        f"{plan['claim_ms']:.1f} ms; EXPLAIN (ANALYZE, BUFFERS) of its first statement:"
+        f"{plan['claim_ms']:.1f} ms; EXPLAIN (ANALYZE, BUFFERS) of what it runs:"
     )
     for line in plan["plan"]:
         say("  " + line)
@@ -900,11 +942,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-ms", type=float, default=20.0, help="paced enqueue interval (default 20)")
     ap.add_argument("--case-timeout", type=float, default=30.0, help="seconds to wait for one case's claims")
     ap.add_argument("--max-seconds", type=float, default=170.0, help="stop starting new cases after this")
+    ap.add_argument(
+        "--cases",
+        type=lambda v: [c for c in v.split(",") if c],
+        default=list(CASES),
+        help=f"comma-separated subset of {','.join(CASES)} (default: all)",
+    )
     ap.add_argument("--quick", action="store_true", help="CI smoke: 1 round, 50 runs, small backlog/history")
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if unknown := set(args.cases) - set(CASES):
+        ap.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
     if args.worker:
         return worker_main(args.worker, args.target, args.name)
     if args.quick:

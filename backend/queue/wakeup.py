@@ -1,8 +1,8 @@
 """Queue wake-ups: idle workers learn at once that a run became claimable.
 
-The run service calls ``notify(session)`` inside every transaction that makes a run claimable
-(a run enqueued, a stack freed, a run confirmed and ready to apply). A worker keeps one
-``Waiter`` open for its whole life and, whenever a claim finds nothing, waits on it::
+Every transaction that makes a run claimable calls ``notify(session)`` (a run enqueued, a stack
+freed, a run confirmed and ready to apply). A worker keeps one ``Waiter`` open for its whole
+life and, whenever a claim finds nothing, waits on it::
 
     async with Waiter(engine) as waiter:     # LISTEN first, then claim: no lost wake-up
         while not stopping:
@@ -10,18 +10,33 @@ The run service calls ``notify(session)`` inside every transaction that makes a 
             if run is None:
                 await waiter.wait()          # a notification, or the poll interval elapsed
 
-PostgreSQL: ``notify`` runs ``pg_notify('crucible_runs', '')``, which the server delivers when
-the transaction commits and drops when it rolls back. The waiter holds a dedicated autocommit
-connection that LISTENs; it reconnects with backoff when that connection drops (a database
-restart must not kill a worker) and meanwhile degrades to polling.
+Two kinds of wake-up. When a person or an API client makes a run claimable (enqueue, confirm,
+discard, cancel), no worker is about to look, so ``notify(session, immediate=True)`` wakes every
+idle worker at once. When a worker does it (its run finished and freed the stack, or became
+confirmed), that worker claims again itself as soon as its slot is free, and the next run of the
+stack is almost always its to take; waking every other idle worker as well would only make them
+race it and come back empty (on a busy queue, most claim attempts). So a plain
+``notify(session)`` is a *hand-off*: other waiters act on it only after ``HANDOFF_GRACE_SECONDS``,
+and then only if a run is still claimable (``queue.service.CLAIMABLE_SQL``, a cheap check on the
+waiter's own connection). Nothing is lost either way: the grace only delays the others, and the
+check can say "nothing" only when no run was claimable after the notifying commit, and whatever
+makes one claimable later notifies again. (Hand-offs arriving within one grace collapse into one
+check, so a stack working through its queue costs each idle worker one query per grace, not one
+claim per run.)
+
+PostgreSQL: ``notify`` runs ``pg_notify('crucible_runs', payload)``, which the server delivers
+when the transaction commits and drops when it rolls back. The waiter holds a dedicated
+autocommit connection that LISTENs; it reconnects with backoff when that connection drops (a
+database restart must not kill a worker) and meanwhile degrades to polling.
 
 SQLite: there is no LISTEN, so ``notify`` marks the session and, once it commits, sets the
 asyncio events of this process's waiters on the same database file (thread-safely: the
 service usually runs in a thread pool). Runs enqueued by another process are found by the poll
-interval (1 s by default).
+interval (1 s by default). Both kinds wake at once: a SQLite deployment has one worker process,
+whose claims are serialized anyway.
 
 A wake-up is only a hint to try a claim now; the claim decides. Spurious wake-ups are harmless,
-which is why notifications carry no payload and are not tied to a stack.
+which is why notifications are not tied to a stack.
 """
 
 from __future__ import annotations
@@ -43,6 +58,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, SessionTransaction
 
+from backend.queue.service import CLAIMABLE_SQL
+
 log = logging.getLogger("crucible.queue.wakeup")
 
 CHANNEL = "crucible_runs"
@@ -50,6 +67,13 @@ SQLITE_POLL_SECONDS = 1.0
 # On PostgreSQL a missed notification is not expected; the poll is only a safety net.
 POSTGRES_POLL_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 5.0
+# How long other waiters leave a hand-off to the worker that made it. Long enough for a worker
+# to come back for its next claim, short next to the minutes a run takes.
+HANDOFF_GRACE_SECONDS = 0.05
+
+# pg_notify payloads: wake at once, or leave it to the notifying worker first.
+IMMEDIATE = ""
+HANDOFF = "handoff"
 
 _PENDING = "crucible_queue_wakeup_pending"  # Session.info key: wake local waiters on commit
 
@@ -57,11 +81,17 @@ _PENDING = "crucible_queue_wakeup_pending"  # Session.info key: wake local waite
 # ---------------------------------------------------------------------------- notify
 
 
-def notify(session: Session) -> None:
-    """Tell idle workers that a run may be claimable, once this transaction commits."""
+def notify(session: Session, *, immediate: bool = False) -> None:
+    """Tell idle workers that a run may be claimable, once this transaction commits.
+
+    ``immediate``: wake them at once; for changes by people and API clients. Without it the
+    wake-up is a hand-off from the worker that calls it (see the module docstring)."""
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": IMMEDIATE if immediate else HANDOFF},
+        )
         return
     # SQLite: waking a waiter before the commit would only make it claim too early (and a
     # rollback would make the wake-up a lie), so defer to the commit, like pg_notify does.
@@ -173,9 +203,12 @@ class Waiter:
 
     ``wait(timeout)`` returns True when woken (a notification, or the LISTEN connection came back
     after an outage, during which notifications may have been missed) and False on timeout; in
-    both cases the caller tries a claim. It never raises because the database is unreachable:
-    it then polls, reconnecting with capped, jittered exponential backoff, and logs one warning
-    per outage. Open it before the first claim, so a run enqueued in between still wakes it.
+    both cases the caller tries a claim. A hand-off wakes it only ``handoff_grace`` seconds later
+    and only if ``claimable_sql`` (a query returning one boolean; None: skip the check) finds a
+    claimable run; ``handoff_checks`` and ``handoff_idle`` count those checks and how many found
+    nothing. It never raises because the database is unreachable: it then polls, reconnecting
+    with capped, jittered exponential backoff, and logs one warning per outage. Open it before
+    the first claim, so a run enqueued in between still wakes it.
     """
 
     def __init__(
@@ -186,6 +219,8 @@ class Waiter:
         channel: str = CHANNEL,
         connect_timeout: int = 5,
         max_backoff: float = MAX_BACKOFF_SECONDS,
+        handoff_grace: float = HANDOFF_GRACE_SECONDS,
+        claimable_sql: str | None = CLAIMABLE_SQL,
     ) -> None:
         self.url = target.url if isinstance(target, Engine) else make_url(target)
         self.backend = self.url.get_backend_name()
@@ -195,6 +230,10 @@ class Waiter:
         self.poll_interval = default if poll_interval is None else poll_interval
         self.channel = channel
         self.max_backoff = max_backoff
+        self.handoff_grace = handoff_grace
+        self.claimable_sql = claimable_sql
+        self.handoff_checks = 0
+        self.handoff_idle = 0
         self._conninfo = (
             libpq_conninfo(
                 self.url,
@@ -215,6 +254,10 @@ class Waiter:
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._outage_since: float | None = None
+        # When a hand-off received but not yet acted on becomes this waiter's to act on. Kept
+        # across wait() calls: a wait cancelled by the caller must not forget it.
+        self._handoff_due: float | None = None
+        self._checks: set[asyncio.Task[bool]] = set()
 
     @property
     def connected(self) -> bool:
@@ -241,6 +284,9 @@ class Waiter:
         if self._slot is not None:
             _local.unregister(self._key, self._slot)
             self._slot = None
+        for check in list(self._checks):  # a check orphaned by a cancelled wait
+            check.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -253,12 +299,17 @@ class Waiter:
             return await self._wait_local(timeout)
         deadline = time.monotonic() + timeout
         while True:
-            if self._conn is None:
-                return await self._reconnect_before(deadline)
             try:
-                return await self._listen_until(self._conn, deadline)
+                if self._conn is None:
+                    woke = await self._reconnect_before(deadline)
+                else:
+                    woke = await self._listen_until(self._conn, deadline)
             except psycopg.Error as exc:
                 await self._lost(exc)
+                continue
+            # The caller claims now, whatever the answer: that covers a pending hand-off too.
+            self._handoff_due = None
+            return woke
 
     # -- SQLite
 
@@ -295,18 +346,63 @@ class Waiter:
             self._outage_since = None
 
     async def _listen_until(self, conn: psycopg.AsyncConnection[Any], deadline: float) -> bool:
-        remaining = max(0.0, deadline - time.monotonic())
-        woke = False
+        while True:
+            due = self._handoff_due
+            payloads = await self._receive(conn, deadline if due is None else min(deadline, due))
+            if payloads - {HANDOFF}:  # at once (an unknown payload too: better early than late)
+                return True
+            now = time.monotonic()
+            if payloads and self._handoff_due is None:
+                self._handoff_due = now + self.handoff_grace
+            if self._handoff_due is not None and now >= self._handoff_due:
+                # Cancelled here, the hand-off stays due: the next wait() checks again at once.
+                claimable = await self._claimable(conn)
+                self._handoff_due = None
+                if claimable:
+                    return True
+                continue  # nothing to take; whatever makes a run claimable notifies again
+            if now >= deadline:
+                return False
+
+    @staticmethod
+    async def _receive(conn: psycopg.AsyncConnection[Any], until: float) -> set[str]:
+        """The payloads of the notifications that arrive before ``until`` (none: timed out)."""
+        payloads: set[str] = set()
+        remaining = max(0.0, until - time.monotonic())
         async with contextlib.aclosing(conn.notifies(timeout=remaining, stop_after=1)) as notes:
-            async for _ in notes:
-                woke = True
-        if woke:
+            async for note in notes:
+                payloads.add(note.payload)
+        if payloads:
             # Swallow what already arrived too: the claim that follows covers it, and otherwise
             # a burst of N enqueues would cost N needless wake-ups.
             async with contextlib.aclosing(conn.notifies(timeout=0)) as notes:
-                async for _ in notes:
-                    pass
-        return woke
+                async for note in notes:
+                    payloads.add(note.payload)
+        return payloads
+
+    async def _claimable(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether a run is claimable now; True when unsure (no check configured, or it failed)."""
+        if self.claimable_sql is None:
+            return True
+        # Shielded: a wait cancelled mid-query must not leave the connection half-way through
+        # the protocol. The orphaned check finishes on its own (its answer, stale by then, is
+        # dropped); the connection's lock makes the next query wait for it.
+        check = asyncio.create_task(self._run_check(conn, self.claimable_sql))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+        found = await asyncio.shield(check)
+        self.handoff_checks += 1
+        self.handoff_idle += not found
+        return found
+
+    @staticmethod
+    async def _run_check(conn: psycopg.AsyncConnection[Any], query: str) -> bool:
+        try:
+            row = await (await conn.execute(query)).fetchone()  # type: ignore[arg-type]
+        except psycopg.Error as exc:  # a broken connection shows at the next notifies()
+            log.debug("queue wake-ups: the claimable check failed: %s", exc)
+            return True
+        return bool(row and row[0])
 
     async def _reconnect_before(self, deadline: float) -> bool:
         """Try to get LISTEN back before ``deadline``; True if it is back (notifications may have

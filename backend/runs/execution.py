@@ -89,18 +89,17 @@ def _job(session: Session, box: SecretBox, run: Run, phase: str) -> Job:
 
 def claim(session: Session, box: SecretBox, worker_id: str, now: datetime, proposed_cap: int) -> Job | None:
     """The next job: a confirmed run to apply first (it holds its stack), else a queued run."""
-    run = queue.claim_apply(session, worker_id, now)
-    if run is not None:
-        return _job(session, box, run, "apply")
-    run = queue.claim(session, worker_id, now, proposed_cap)
+    run = queue.claim_next(session, worker_id, now, proposed_cap)  # one round trip on PostgreSQL
     if run is None:
         return None
+    if run.status == lc.RunStatus.applying.value:
+        return _job(session, box, run, "apply")
     try:
         return _job(session, box, run, "plan")
     except Exception as exc:  # a variable that no longer decrypts: fail the run, not the worker
         apply_state(run, lc.fail(state_of(run), now, f"cannot prepare the run's variables: {exc}"), now)
         session.add(run)
-        wakeup.notify(session)
+        wakeup.notify(session, immediate=True)  # this worker reports nothing claimed: wake the others
         return None
 
 

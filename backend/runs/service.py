@@ -157,7 +157,7 @@ def create_run(
         resource_id=run.id,
         after={**_snapshot(run), "trigger": trigger, "env_overrides": run.env_override_names},
     )
-    wakeup.notify(session)
+    wakeup.notify(session, immediate=True)  # no worker is about to look: wake the idle ones
     return to_public(run, stack.name, principal)
 
 
@@ -220,7 +220,7 @@ def confirm_run(session: Session, principal: Principal, run_id: str) -> RunPubli
     if not principal.role.at_least(Role.admin) and not approver_stacks(session, principal, {run.stack_id}):
         raise Forbidden("confirming runs requires the admin role or being an approver of the run's stack")
     _transition(session, principal, run, "confirm", _attempt(lc.confirm, state_of(run), utcnow()))
-    wakeup.notify(session)  # a worker picks it up to apply
+    wakeup.notify(session, immediate=True)  # a worker picks it up to apply
     return _public(session, principal, run)
 
 
@@ -228,7 +228,7 @@ def discard_run(session: Session, principal: Principal, run_id: str) -> RunPubli
     principal.require(Role.member, "discarding runs")
     run = load_run(session, principal, run_id, lock=True)
     _transition(session, principal, run, "discard", _attempt(lc.discard, state_of(run), utcnow()))
-    wakeup.notify(session)  # the stack is free for its next run
+    wakeup.notify(session, immediate=True)  # the stack is free for its next run
     return _public(session, principal, run)
 
 
@@ -239,7 +239,7 @@ def cancel_run(session: Session, principal: Principal, run_id: str, *, force: bo
     action = "force_cancel" if force else "cancel"
     _transition(session, principal, run, action, new_state)
     if new_state.is_terminal:
-        wakeup.notify(session)
+        wakeup.notify(session, immediate=True)
     return _public(session, principal, run)
 
 

@@ -1,21 +1,25 @@
 """The run queue on SQLite and PostgreSQL: admission rules, FIFO per stack, concurrent workers,
-heartbeats and the reaper."""
+heartbeats and the reaper; and PostgreSQL's one-statement claim, which must write what the
+lifecycle says and admit what the Python rules admit."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections import defaultdict
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import text
 
 from backend.queue import service as queue
 from backend.runs import lifecycle as lc
-from backend.runs.models import EXCLUSIVE_TYPES, Run
+from backend.runs.models import EXCLUSIVE_TYPES, HOLDING, Run
 from backend.runs.state import apply_state, state_of
 from backend.stacks.models import Stack
-from backend.timeutil import new_id, utcnow
+from backend.timeutil import iso, new_id, utcnow
 
 
 def enqueue(ctx, stack: dict, run_type: str = "tracked", at=None) -> str:
@@ -47,6 +51,12 @@ def set_status(ctx, run_id: str, transition) -> None:
         now = utcnow()
         apply_state(run, transition(state_of(run), now), now)
         s.add(run)
+
+
+def row_of(session, run_id: str) -> dict:
+    """Every column of the run as the database has it now."""
+    session.expire_all()
+    return session.get(Run, run_id).model_dump()
 
 
 def test_tracked_runs_hold_their_stack_in_fifo_order(ctx, world):
@@ -110,7 +120,14 @@ def test_concurrent_workers_never_share_a_run_and_keep_stack_order(ctx, world, d
         run_id = enqueue(ctx, stack, run_type, at=base + timedelta(microseconds=i))
         if run_type == "tracked":
             order[stack["id"]].append(run_id)
+    # The order of the claims themselves, taken inside each claim's transaction. (Not the status
+    # timestamps: a worker reads its clock before its claim runs, and on a busy machine another
+    # worker can claim and finish the previous run in between.)
+    with ctx.session() as s:
+        s.execute(text("CREATE SEQUENCE claim_order"))
     claimed: list[tuple[str, str]] = []
+    claim_seq: dict[str, int] = {}
+    jumped: list[str] = []
     lock = threading.Lock()
 
     def worker(name: str) -> None:
@@ -119,6 +136,14 @@ def test_concurrent_workers_never_share_a_run_and_keep_stack_order(ctx, world, d
             with ctx.session() as s:
                 run = queue.claim(s, name, utcnow(), proposed_cap=2)
                 if run is not None:
+                    seq = s.execute(text("SELECT nextval('claim_order')")).scalar_one()
+                    older = s.execute(
+                        text(
+                            "SELECT count(*) FROM run WHERE stack_id = :stack AND exclusive "
+                            "AND status = 'queued' AND (created_at, id) < (:at, :id)"
+                        ),
+                        {"stack": run.stack_id, "at": run.created_at, "id": run.id},
+                    ).scalar_one()
                     # Finish at once so the stack frees up for the next run.
                     now = utcnow()
                     state = lc.finish_planning(lc.start_planning(state_of(run), now), now, has_changes=False)
@@ -130,6 +155,9 @@ def test_concurrent_workers_never_share_a_run_and_keep_stack_order(ctx, world, d
             idle = 0
             with lock:
                 claimed.append((run.id, run.stack_id))
+                claim_seq[run.id] = seq
+                if run.exclusive and older:
+                    jumped.append(run.id)
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
@@ -138,8 +166,256 @@ def test_concurrent_workers_never_share_a_run_and_keep_stack_order(ctx, world, d
         t.join(timeout=120)
     ids = [c[0] for c in claimed]
     assert len(ids) == len(set(ids)) == 200
-    with ctx.session() as s:
-        runs = {r.id: r for r in s.exec(select(Run)).all()}
+    assert jumped == [], "tracked runs were claimed while an older one of their stack was queued"
     for stack_id, expected in order.items():
-        started = sorted(expected, key=lambda rid: runs[rid].status_timestamps["preparing"])
+        started = sorted(expected, key=claim_seq.__getitem__)
         assert started == expected, f"stack {stack_id} ran its tracked runs out of order"
+
+
+def test_claim_next_takes_a_confirmed_run_to_apply_before_any_queued_run(ctx, world):
+    held, free = world.stack(), world.stack()
+    to_apply = enqueue(ctx, held)
+    assert claim(ctx, "planner") == (to_apply, "preparing", "planner")
+    set_status(ctx, to_apply, lc.start_planning)
+    set_status(ctx, to_apply, lambda s, t: lc.finish_planning(s, t, has_changes=True))
+    set_status(ctx, to_apply, lc.confirm)
+    queued = enqueue(ctx, free)
+    with ctx.session() as s:
+        before = Run.model_validate(row_of(s, to_apply))
+    now = utcnow()
+    with ctx.session() as s:
+        got = queue.claim_next(s, "w1", now)
+        assert (got.id, got.status, got.worker_id) == (to_apply, "applying", "w1")
+    with ctx.session() as s:
+        apply_state(before, lc.start_applying(state_of(before), now), now)
+        before.worker_id, before.heartbeat_at = "w1", now
+        assert row_of(s, to_apply) == before.model_dump()
+    with ctx.session() as s:
+        got = queue.claim_next(s, "w2", utcnow())
+        assert (got.id, got.status, got.worker_id) == (queued, "preparing", "w2")
+    with ctx.session() as s:
+        assert queue.claim_next(s, "w3", utcnow()) is None
+        assert queue.claim_apply(s, "w3", utcnow()) is None
+
+
+# ---------------------------------------------------------------- the SQL claim (PostgreSQL)
+
+
+def test_the_sql_claim_takes_its_transition_from_the_lifecycle():
+    """The claim function writes only what ``lc.start_preparing`` does: status and one timestamp."""
+    prep = queue._PREPARING
+    assert (prep.source, prep.target, prep.stamp_key) == ("queued", "preparing", "preparing")
+
+    def also_sets_a_reason(state, now):
+        return replace(lc.start_preparing(state, now), failure_reason="surprise")
+
+    def stamps_twice(state, now):
+        new = lc.start_preparing(state, now)
+        return replace(new, timestamps={**new.timestamps, lc.RunStatus.planning: now})
+
+    def starts_anywhere(state, now):
+        if state.status not in (lc.RunStatus.queued, lc.RunStatus.confirmed):
+            raise lc.IllegalTransition("no")
+        return replace(state, status=lc.RunStatus.preparing, timestamps={**state.timestamps, "x": now})
+
+    for step in (also_sets_a_reason, stamps_twice):
+        with pytest.raises(RuntimeError, match="update the SQL claim"):
+            queue._derive(step, step.__name__)
+    with pytest.raises(RuntimeError, match="expects one source"):
+        queue._derive(starts_anywhere, "starts_anywhere")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_the_sql_claim_writes_what_the_lifecycle_would(ctx, world, db_kind):
+    """For random runs, the row crucible_claim_run leaves equals the lifecycle's transition of it."""
+    rng = random.Random(20261201)
+    stacks = [world.stack() for _ in range(6)]
+    base = utcnow() - timedelta(hours=1)
+    ids = []
+    with ctx.session() as s:
+        for i in range(30):
+            run_type = rng.choice(list(lc.RunType))
+            at = base + timedelta(seconds=i, microseconds=rng.randrange(1000))
+            run = Run(
+                id=new_id("run"),
+                org_id=s.get(Stack, stacks[0]["id"]).org_id,
+                stack_id=rng.choice(stacks)["id"],
+                type=run_type.value,
+                exclusive=run_type.value in EXCLUSIVE_TYPES,
+                created_at=at,
+                updated_at=at,
+                message=rng.choice(["", "deploy", "ünïcode ✓"]),
+                commit_sha=rng.choice([None, "a" * 40]),
+                artifacts=rng.choice([{}, {"plan": {"key": "k", "sha256": "0" * 64}}]),
+                env_override_names=rng.choice([[], ["TF_VAR_x"]]),
+            )
+            state = lc.new_run(run_type, at)
+            if rng.random() < 0.3:  # an odd history: the lifecycle keeps a timestamp already there
+                state = replace(state, timestamps={**state.timestamps, lc.RunStatus.preparing: at})
+            apply_state(run, state, at)
+            s.add(run)
+            ids.append(run.id)
+    claimed = 0
+    while True:
+        with ctx.session() as s:
+            before = {rid: row_of(s, rid) for rid in ids}
+        now = utcnow() + timedelta(microseconds=rng.randrange(10**6))
+        with ctx.session() as s:
+            got = queue.claim(s, f"w{claimed}", now, proposed_cap=rng.randint(1, 3))
+            got_id = None if got is None else got.id
+        if got_id is None:
+            break
+        claimed += 1
+        with ctx.session() as s:
+            after = row_of(s, got_id)
+            expected_run = Run.model_validate(before[got_id])
+            apply_state(expected_run, lc.start_preparing(state_of(expected_run), now), now)
+            expected_run.worker_id = f"w{claimed - 1}"
+            expected_run.heartbeat_at = now
+            expected = expected_run.model_dump()
+            assert after == expected
+            assert state_of(s.get(Run, got_id)) == lc.start_preparing(
+                state_of(Run.model_validate(before[got_id])), now
+            )
+            for rid in ids:  # nothing else changed
+                if rid != got_id:
+                    assert row_of(s, rid) == before[rid]
+            if rng.random() < 0.5:  # free the stack now and then, so more runs get their turn
+                finish_now = utcnow()
+                run = s.get(Run, got_id)
+                state = lc.finish_planning(
+                    lc.start_planning(state_of(run), finish_now), finish_now, has_changes=False
+                )
+                apply_state(run, state, finish_now)
+                s.add(run)
+    assert claimed >= 6
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_the_sql_claim_admits_what_the_python_rules_admit(ctx, world, db_kind):
+    """crucible_claim_run freezes the admission rules in a migration; the SQLite claim and the
+    waiters' check read them from backend.queue.service. For random queues both pick the same run."""
+    rng = random.Random(7)
+    stacks = [world.stack() for _ in range(4)]
+    org_id = None
+    with ctx.session() as s:
+        org_id = s.get(Stack, stacks[0]["id"]).org_id
+    statuses = ["queued"] * 4 + ["preparing", "planning", "unconfirmed", "confirmed", "applying", "finished"]
+    python_pick = text(
+        f"SELECT r.id FROM run r WHERE {queue._ADMISSIBLE} ORDER BY r.created_at, r.id LIMIT 1"
+    )
+    claimable = text(queue.CLAIMABLE_SQL)
+    base = utcnow() - timedelta(hours=1)
+    for trial in range(40):
+        with ctx.session() as s:
+            s.execute(text("DELETE FROM run"))
+            held: set[str] = set()
+            for i in range(rng.randint(0, 12)):
+                run_type = rng.choice(["tracked", "tracked", "destroy", "proposed", "drift"])
+                status = rng.choice(statuses)
+                stack_id = rng.choice(stacks)["id"]
+                exclusive = run_type in EXCLUSIVE_TYPES
+                if exclusive and status in HOLDING:
+                    if stack_id in held:  # the unique index allows one holder per stack
+                        status = "queued"
+                    held.add(stack_id)
+                at = base + timedelta(seconds=rng.randrange(100), microseconds=i)
+                run = Run(
+                    id=new_id("run"),
+                    org_id=org_id,
+                    stack_id=stack_id,
+                    type=run_type,
+                    exclusive=exclusive,
+                    status=status,
+                    created_at=at,
+                    updated_at=at,
+                    status_timestamps={"queued": iso(at)},
+                )
+                s.add(run)
+        cap = rng.randint(1, 3)
+        with ctx.session() as s:
+            expected = s.execute(python_pick, {"cap": cap}).scalar()
+            says_claimable = s.execute(claimable).scalar()
+            got = queue.claim(s, "w", utcnow(), proposed_cap=cap)
+            assert (got and got.id) == expected, f"trial {trial}"
+            if not says_claimable:  # the waiters' check never says "nothing" in vain
+                assert got is None
+            s.rollback()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+@pytest.mark.parametrize("cap", [1, 3])
+def test_concurrent_claims_never_exceed_the_proposed_cap(ctx, world, db_kind, cap):
+    """8 workers race for 20 proposed runs of one stack and keep what they claim: exactly the cap."""
+    stack = world.stack()
+    base = utcnow()
+    for i in range(20):
+        enqueue(ctx, stack, "proposed", at=base + timedelta(microseconds=i))
+    barrier = threading.Barrier(8)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        barrier.wait()
+        while True:
+            got = claim(ctx, name, cap=cap)
+            if got is None:
+                return
+            with lock:
+                claimed.append(got[0])
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(claimed) == len(set(claimed)) == cap
+
+
+def _waits_for_a_lock(ctx, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with ctx.session() as s:
+            waiting = s.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        if waiting:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_claim_that_loses_the_stack_to_a_concurrent_claim_retries_instead_of_failing(ctx, world, db_kind):
+    """Runs are committed out of created_at order (created_at is set before the enqueue commits),
+    so two workers can each see a different run as the stack's oldest: the unique index lets one
+    win, and the other's claim moves on rather than raising."""
+    stack, other = world.stack(), world.stack()
+    late = enqueue(ctx, stack)  # created second, committed first
+    with ctx.session() as a:
+        won = queue.claim(a, "a", utcnow())
+        assert won is not None and won.id == late  # a's claim is not committed yet
+        early = enqueue(ctx, stack, at=utcnow() - timedelta(minutes=1))  # older, committed now
+        spare = enqueue(ctx, other)
+        result: dict[str, object] = {}
+
+        def b() -> None:
+            # Sees `early` as the stack's oldest queued run and nothing holding the stack (a has
+            # not committed), so it tries `early`, waits on the index for a, then loses.
+            result["got"] = claim(ctx, "b")
+
+        thread = threading.Thread(target=b)
+        thread.start()
+        assert _waits_for_a_lock(ctx), "b never queued behind a's claim"
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert result["got"] == (spare, "preparing", "b")
+    with ctx.session() as s:
+        assert s.get(Run, early).status == "queued"

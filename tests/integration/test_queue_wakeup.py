@@ -1,6 +1,7 @@
 """Queue wake-ups on SQLite and PostgreSQL: a committed enqueue wakes an idle waiter, a rolled-back
-one does not, a notification sent between a claim and the next wait is not lost, and the
-PostgreSQL listener survives losing its connection."""
+one does not, a notification sent between a claim and the next wait is not lost, a worker's
+hand-off wakes the others only when a run is still claimable, and the PostgreSQL listener
+survives losing its connection."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from backend.queue import service as queue
 from backend.queue import wakeup
 from backend.queue.wakeup import Waiter
 from backend.runs import lifecycle as lc
+from backend.runs import service as runs_service
 from backend.runs.models import EXCLUSIVE_TYPES, Run
+from backend.runs.schemas import RunCreate
 from backend.runs.state import apply_state, state_of
 from backend.stacks.models import Stack
 from backend.timeutil import new_id, utcnow
@@ -46,7 +49,7 @@ def enqueue(ctx, stack: dict, run_type: str = "tracked", fail: bool = False) -> 
         apply_state(run, lc.new_run(lc.RunType(run_type), now), now)
         s.add(run)
         s.flush()
-        wakeup.notify(s)
+        wakeup.notify(s, immediate=True)
         if fail:
             raise Boom("the enqueue failed after notify")
     return run.id
@@ -59,7 +62,8 @@ def claim(ctx, worker: str = "w1") -> str | None:
 
 
 def finish(ctx, run_id: str) -> None:
-    """A worker reports a plan without changes: the run finishes and frees its stack."""
+    """A worker reports a plan without changes: the run finishes and frees its stack (a hand-off:
+    the worker claims again itself, others look after the grace)."""
     with ctx.session() as s:
         run = s.get(Run, run_id)
         now = utcnow()
@@ -277,3 +281,129 @@ def test_cancelling_a_wait_leaves_the_waiter_usable(ctx, world, db_url):
 
     connected, woke, waited = run(scenario())
     assert connected and woke and waited < GENEROUS
+
+
+# ---------------------------------------------------------------------------- hand-offs (PostgreSQL)
+
+
+def claimed_run(ctx, world) -> str:
+    """A run a worker has claimed (its stack held), with nothing else queued."""
+    run_id = enqueue(ctx, world.stack())
+    assert claim(ctx, "worker") == run_id
+    return run_id
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_handoff_wakes_other_waiters_when_a_run_is_still_claimable(ctx, world, db_url, db_kind):
+    stack = world.stack()
+    first, second = enqueue(ctx, stack), enqueue(ctx, stack)
+    assert claim(ctx) == first
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=0.05) as waiter:
+            await waiter.wait(0)  # forget the enqueues
+            woke, waited = await wait_while(waiter, lambda: finish(ctx, first))
+            return woke, waited, waiter.handoff_checks, waiter.handoff_idle
+
+    woke, waited, checks, idle = run(scenario())
+    assert woke and waited < GENEROUS
+    assert (checks, idle) == (1, 0)
+    assert claim(ctx, "w2") == second
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_handoff_with_nothing_claimable_lets_the_waiter_sleep(ctx, world, db_url, db_kind):
+    """The worker that finished took (or will take) what there is: the others stay idle, and the
+    next enqueue still wakes them."""
+    done = claimed_run(ctx, world)
+    stack = world.stack()
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=0.05) as waiter:
+            await waiter.wait(0)
+            slept, _ = await wait_while(waiter, lambda: finish(ctx, done), timeout=1.0)
+            checks, idle = waiter.handoff_checks, waiter.handoff_idle
+            woke, waited = await wait_while(waiter, lambda: enqueue(ctx, stack))
+            return slept, checks, idle, woke, waited
+
+    slept, checks, idle, woke, waited = run(scenario())
+    assert not slept and (checks, idle) == (1, 1)
+    assert woke and waited < GENEROUS
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_an_immediate_notification_does_not_wait_behind_a_handoff(ctx, world, db_url, db_kind):
+    done = claimed_run(ctx, world)
+    stack = world.stack()
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=3600) as waiter:
+            await waiter.wait(0)
+            finish(ctx, done)  # a hand-off this waiter would act on only in an hour
+            woke, waited = await wait_while(waiter, lambda: enqueue(ctx, stack))
+            return woke, waited, waiter.handoff_checks
+
+    woke, waited, checks = run(scenario())
+    assert woke and waited < GENEROUS and checks == 0
+    assert claim(ctx) is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_handoffs_received_together_cost_one_check(ctx, world, db_url, db_kind):
+    done = [claimed_run(ctx, world) for _ in range(3)]
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=0.05) as waiter:
+            await waiter.wait(0)
+            for run_id in done:  # three transactions, three notifications, before the wait
+                await asyncio.to_thread(finish, ctx, run_id)
+            woke = await waiter.wait(1.0)
+            return woke, waiter.handoff_checks, waiter.handoff_idle
+
+    assert run(scenario()) == (False, 1, 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_wait_cancelled_during_its_check_leaves_the_waiter_usable(ctx, world, db_url, db_kind):
+    done = claimed_run(ctx, world)
+    stack = world.stack()
+    slow_check = "SELECT true FROM pg_sleep(0.5)"
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=0, claimable_sql=slow_check) as waiter:
+            await waiter.wait(0)
+            waiting = asyncio.create_task(waiter.wait(10))
+            await asyncio.to_thread(finish, ctx, done)
+            await asyncio.sleep(0.2)  # the check is running now
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            rechecked = await waiter.wait(10)  # the hand-off was not forgotten: checked again
+            woke, waited = await wait_while(waiter, lambda: enqueue(ctx, stack))
+            return waiter.connected, rechecked, waiter.handoff_checks, woke, waited
+
+    connected, rechecked, checks, woke, waited = run(scenario())
+    assert connected and rechecked and checks == 1
+    assert woke and waited < GENEROUS
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_runs_created_through_the_service_wake_waiters_at_once(ctx, world, db_url, db_kind):
+    stack = world.stack()
+
+    def create() -> None:
+        with ctx.session() as s:
+            runs_service.create_run(s, world.system(), ctx.secret_box, stack["id"], RunCreate())
+
+    async def scenario():
+        async with Waiter(db_url, handoff_grace=3600) as waiter:  # a hand-off would not wake it
+            return await wait_while(waiter, create)
+
+    woke, waited = run(scenario())
+    assert woke and waited < GENEROUS
