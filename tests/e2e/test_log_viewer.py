@@ -76,15 +76,8 @@ def _proposed_run(page, name: str, repo: Path) -> str:
 
 def _open_run_page(page, run_id: str) -> None:
     resp = page.goto(f"/runs/{run_id}")
-    if resp is not None and resp.status == 404:
-        pytest.skip("the run page /runs/{id} is not served yet")
-    viewer = page.get_by_test_id("run-log")
-    try:
-        viewer.wait_for(state="visible", timeout=30_000)
-    except Exception:
-        if page.get_by_text(re.compile(r"404|page not found", re.I)).count():
-            pytest.skip("the run page /runs/{id} is not registered yet")
-        raise
+    assert resp is None or resp.status != 404, "the run page /runs/{id} is not served"
+    page.get_by_test_id("run-log").wait_for(state="visible", timeout=30_000)
 
 
 def _log_text(page, run_id: str) -> str:
