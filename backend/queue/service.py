@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -199,13 +199,18 @@ def claim_apply(session: Session, worker_id: str, now: datetime) -> Run | None:
     return run
 
 
-def heartbeat(session: Session, worker_id: str, now: datetime) -> int:
-    """Refresh the heartbeat of every run this worker executes; returns how many."""
-    runs = session.exec(select(Run).where(Run.worker_id == worker_id, col(Run.status).in_(EXECUTING))).all()
-    for run in runs:
-        run.heartbeat_at = now
-        session.add(run)
-    return len(runs)
+def heartbeat(session: Session, worker_id: str, run_ids: list[str], now: datetime) -> int:
+    """Refresh the heartbeat of the runs this worker is executing (``run_ids``, and only those:
+    a run whose job died without reporting must go stale and be reaped, not be kept alive by a
+    worker that no longer works on it); returns how many."""
+    if not run_ids:
+        return 0
+    result = session.execute(
+        update(Run)
+        .where(col(Run.id).in_(run_ids), Run.worker_id == worker_id, col(Run.status).in_(EXECUTING))
+        .values(heartbeat_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
 def reap_stale(session: Session, now: datetime, timeout: timedelta) -> list[Run]:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from backend.crypto import SecretBox
@@ -183,17 +182,11 @@ def mark_canceled(session: Session, run_id: str, worker_id: str, now: datetime) 
 
 
 def heartbeat(session: Session, worker_id: str, run_ids: list[str], now: datetime) -> set[str]:
-    """Refresh the heartbeat of the runs this worker is executing (``run_ids``, and only those:
-    a run whose job died without reporting must go stale and be reaped, not be kept alive by a
-    worker that no longer works on it). Returns the ids it must stop (cancel requested, or the
-    run ended without it: force-canceled, reaped, deleted)."""
+    """Heartbeat the runs this worker executes; returns the ids it must stop (cancel requested,
+    or the run ended without it: force-canceled, reaped, deleted)."""
     if not run_ids:
         return set()
-    session.execute(
-        update(Run)
-        .where(col(Run.id).in_(run_ids), Run.worker_id == worker_id, col(Run.status).in_(queue.EXECUTING))
-        .values(heartbeat_at=now)
-    )
+    queue.heartbeat(session, worker_id, run_ids, now)
     rows = session.exec(
         select(Run.id, Run.status, Run.cancel_requested_at, Run.worker_id).where(col(Run.id).in_(run_ids))
     ).all()

@@ -95,7 +95,7 @@ def test_a_dead_worker_is_reaped_and_its_stack_unblocked(ctx, world):
     first, second = enqueue(ctx, stack), enqueue(ctx, stack)
     claim(ctx, "doomed")
     with ctx.session() as s:
-        assert queue.heartbeat(s, "doomed", utcnow()) == 1
+        assert queue.heartbeat(s, "doomed", [first, second], utcnow()) == 1  # only the claimed one
     with ctx.session() as s:
         assert queue.reap_stale(s, utcnow(), timedelta(seconds=30)) == []  # still fresh
     with ctx.session() as s:
