@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Queue benchmark: enqueue → claim latency and claims/s, Crucible vs procrastinate on PostgreSQL.
 
-Four Crucible worker processes (the real ``backend.queue.service.claim()`` in a thread, woken by
+Four Crucible worker processes (the product's PostgreSQL claim, ``backend.queue.async_claim.
+AsyncClaimer``, on the event loop, as ``runner.port`` uses it; woken by
 ``backend.queue.wakeup.Waiter``) and four procrastinate worker processes (``concurrency=1``,
 LISTEN/NOTIFY on) run side by side against the same PostgreSQL server, each queue in its own
 fresh database. A worker that claims a run marks it finished at once (a Crucible run goes
@@ -106,8 +107,8 @@ def _emit(line: str) -> None:
 async def _crucible_worker(url: str, name: str) -> None:
     import backend.models  # noqa: F401 - every table, so the ORM can resolve foreign keys
     from backend.db import make_engine, session_scope
-    from backend.queue import service as queue
     from backend.queue import wakeup
+    from backend.queue.async_claim import AsyncClaimer
     from backend.runs import lifecycle as lc
     from backend.runs.models import Run
     from backend.runs.state import apply_state, state_of
@@ -116,18 +117,15 @@ async def _crucible_worker(url: str, name: str) -> None:
     engine = make_engine(url)  # exactly what `crucible worker` gets: pool_pre_ping included
     totals = {"claims": 0, "empty": 0, "wakeups": 0, "timeouts": 0, "claim_s": 0.0, "finish_s": 0.0}
 
-    def claim_and_finish() -> tuple[str | None, float, float]:
-        t0 = time.perf_counter()
-        with session_scope(engine) as s:
-            run = queue.claim(s, name, utcnow())
-        claimed_at = time.time()
+    # What InProcessPort.claim does on PostgreSQL: one call on a dedicated autocommit connection.
+    claimer = AsyncClaimer(engine.url)
+
+    def finish(run_id: str) -> None:
         t1 = time.perf_counter()
-        if run is None:
-            return None, claimed_at, t1 - t0
         # The executor would start here; instead the plan "has no changes": the run finishes and
         # frees its stack, and the service tells the other workers so.
         with session_scope(engine) as s:
-            row = s.get(Run, run.id)
+            row = s.get(Run, run_id)
             assert row is not None
             now = utcnow()
             state = lc.finish_planning(lc.start_planning(state_of(row), now), now, has_changes=False)
@@ -135,7 +133,15 @@ async def _crucible_worker(url: str, name: str) -> None:
             s.add(row)
             wakeup.notify(s)  # a hand-off, as backend.runs.execution reports a finished run
         totals["finish_s"] += time.perf_counter() - t1
-        return run.id, claimed_at, t1 - t0
+
+    async def claim_and_finish() -> tuple[str | None, float, float]:
+        t0 = time.perf_counter()
+        run_id = await claimer.claim(name, utcnow(), 3)
+        claimed_at = time.time()
+        took = time.perf_counter() - t0
+        if run_id is not None:
+            await asyncio.to_thread(finish, run_id)
+        return run_id, claimed_at, took
 
     task = asyncio.current_task()
     assert task is not None
@@ -146,7 +152,7 @@ async def _crucible_worker(url: str, name: str) -> None:
             waiter_ref.append(waiter)
             _emit("ready")
             while True:
-                run_id, at, took = await asyncio.to_thread(claim_and_finish)
+                run_id, at, took = await claim_and_finish()
                 totals["claim_s"] += took
                 if run_id is not None:
                     totals["claims"] += 1
@@ -165,6 +171,7 @@ async def _crucible_worker(url: str, name: str) -> None:
             totals["handoff_checks"] = waiter_ref[0].handoff_checks
             totals["handoff_idle"] = waiter_ref[0].handoff_idle
         _emit("S " + json.dumps(totals))
+        await claimer.close()
         engine.dispose()
 
 

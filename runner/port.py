@@ -4,11 +4,16 @@
 on a thread (the server's event loop never blocks on the database). It serves the worker inside
 the server and `crucible worker` processes, which reach the same database. A remote agent
 would implement the same methods over HTTP.
+
+On PostgreSQL a claim is one call on the port's own autocommit connection, on the event loop
+(``backend.queue.async_claim``); only building the claimed run's job goes to a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -16,6 +21,7 @@ from typing import Any, TypeVar
 from sqlmodel import Session
 
 from backend.context import AppContext
+from backend.queue.async_claim import AsyncClaimer
 from backend.runs import execution, logs
 from backend.runs.execution import Job
 from backend.runs.models import Run
@@ -23,11 +29,15 @@ from backend.timeutil import utcnow
 
 T = TypeVar("T")
 
+log = logging.getLogger("crucible.worker.port")
+
 
 class InProcessPort:
     def __init__(self, ctx: AppContext, worker_id: str):
         self.ctx = ctx
         self.worker_id = worker_id
+        self._postgres = ctx.engine.dialect.name == "postgresql"
+        self._claimer: AsyncClaimer | None = None  # created on the first PostgreSQL claim
 
     async def _tx(self, fn: Callable[[Session], T]) -> T:
         def call() -> T:
@@ -38,9 +48,31 @@ class InProcessPort:
 
     async def claim(self) -> Job | None:
         cap = self.ctx.settings.proposed_runs_per_stack
-        return await self._tx(
-            lambda s: execution.claim(s, self.ctx.secret_box, self.worker_id, utcnow(), cap)
-        )
+        if not self._postgres:
+            return await self._tx(
+                lambda s: execution.claim(s, self.ctx.secret_box, self.worker_id, utcnow(), cap)
+            )
+        if self._claimer is None:
+            self._claimer = AsyncClaimer(self.ctx.engine.url)
+        await self._claimer.connect()  # before the clock is read (a no-op once connected)
+        run_id = await self._claimer.claim(self.worker_id, utcnow(), cap)
+        if run_id is None:
+            return None
+        try:
+            return await self._tx(lambda s: execution.job_for(s, self.ctx.secret_box, run_id, utcnow()))
+        except Exception as exc:
+            # The claim has committed: a run left preparing (or applying) would hold its stack
+            # with nobody working on it until the reaper noticed.
+            log.exception("cannot build the job of claimed run %s; failing it", run_id)
+            with contextlib.suppress(Exception):  # the database is gone: the reaper fails it
+                await self.fail(run_id, f"cannot prepare the run: {exc}")
+            raise
+
+    async def close(self) -> None:
+        """Release the claim connection (PostgreSQL). The port claims again after this."""
+        claimer, self._claimer = self._claimer, None
+        if claimer is not None:
+            await claimer.close()
 
     async def append_logs(self, run_id: str, phase: str, lines: list[str]) -> None:
         await self._tx(lambda s: logs.append(s, run_id, phase, lines))

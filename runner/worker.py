@@ -90,6 +90,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             await self._shutdown()
+            await self.port.close()
 
     async def _fill_slots(self) -> bool:
         claimed = False

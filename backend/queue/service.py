@@ -110,10 +110,36 @@ for _step, _expected in ((_APPLYING, lc.RunStatus.confirmed), (_PREPARING, lc.Ru
             f"the lifecycle moves {_step.target} runs from {_step.source}, the SQL claim from {_expected}"
         )
 
-_CLAIM_SQL = text(
-    "SELECT * FROM crucible_claim_run(:worker_id, :now, :stamp, :apply_status, :apply_key, "
-    ":cap, :prepare_status, :prepare_key)"
+# crucible_claim_run's parameters, in order: both the ORM claim below and the async claimer
+# (backend.queue.async_claim) call it with these names and ``claim_params``' values.
+CLAIM_ARGS = (
+    "worker_id",
+    "now",
+    "stamp",
+    "apply_status",
+    "apply_key",
+    "cap",
+    "prepare_status",
+    "prepare_key",
 )
+_CLAIM_SQL = text(f"SELECT * FROM crucible_claim_run({', '.join(f':{a}' for a in CLAIM_ARGS)})")
+
+
+def claim_params(
+    worker_id: str, now: datetime, *, apply: bool, prepare: bool, proposed_cap: int
+) -> dict[str, object]:
+    """The arguments of one ``crucible_claim_run`` call, keyed by ``CLAIM_ARGS``: the statuses
+    and timestamp keys come from the lifecycle (``_APPLYING``, ``_PREPARING``)."""
+    return {
+        "worker_id": worker_id,
+        "now": now,
+        "stamp": iso(now),
+        "apply_status": _APPLYING.target if apply else None,
+        "apply_key": _APPLYING.stamp_key,
+        "cap": proposed_cap,
+        "prepare_status": _PREPARING.target if prepare else None,
+        "prepare_key": _PREPARING.stamp_key,
+    }
 
 
 def _claim_sql(
@@ -121,16 +147,8 @@ def _claim_sql(
 ) -> Run | None:
     """PostgreSQL: one round trip. The returned row is the truth, even if this session already
     held the run (``populate_existing``)."""
-    stmt = _CLAIM_SQL.bindparams(
-        worker_id=worker_id,
-        now=now,
-        stamp=iso(now),
-        apply_status=_APPLYING.target if apply else None,
-        apply_key=_APPLYING.stamp_key,
-        cap=proposed_cap,
-        prepare_status=_PREPARING.target if prepare else None,
-        prepare_key=_PREPARING.stamp_key,
-    )
+    params = claim_params(worker_id, now, apply=apply, prepare=prepare, proposed_cap=proposed_cap)
+    stmt = _CLAIM_SQL.bindparams(**params)
     query = select(Run).from_statement(stmt).execution_options(populate_existing=True)
     return session.execute(query).scalars().first()
 

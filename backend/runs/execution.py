@@ -102,6 +102,27 @@ def claim(session: Session, box: SecretBox, worker_id: str, now: datetime, propo
         return None
 
 
+# The phase a claimed run is in, by the status the claim gave it.
+_PHASES = {lc.RunStatus.applying.value: "apply", lc.RunStatus.preparing.value: "plan"}
+
+
+def job_for(session: Session, box: SecretBox, run_id: str, now: datetime) -> Job | None:
+    """The job of a run already claimed (``backend.queue.async_claim``): apply for an applying
+    run, plan for a preparing one. None if the run is no longer in either (canceled meanwhile),
+    or if its job cannot be built (a variable that no longer decrypts): then the run fails with
+    the reason, since the claim has committed and nobody else will work on it."""
+    run = session.get(Run, run_id)
+    if run is None or run.status not in _PHASES:
+        return None
+    try:
+        return _job(session, box, run, _PHASES[run.status])
+    except Exception as exc:
+        apply_state(run, lc.fail(state_of(run), now, f"cannot prepare the run's variables: {exc}"), now)
+        session.add(run)
+        wakeup.notify(session, immediate=True)  # this worker reports nothing claimed: wake the others
+        return None
+
+
 def _owned(session: Session, run_id: str, worker_id: str) -> Run | None:
     stmt = select(Run).where(Run.id == run_id)
     if session.get_bind().dialect.name == "postgresql":

@@ -4,6 +4,7 @@ lifecycle says and admit what the Python rules admit."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -13,12 +14,15 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session
 
 from backend.queue import service as queue
+from backend.queue.async_claim import AsyncClaimer
+from backend.runs import execution
 from backend.runs import lifecycle as lc
 from backend.runs.models import EXCLUSIVE_TYPES, HOLDING, Run
 from backend.runs.state import apply_state, state_of
-from backend.stacks.models import Stack
+from backend.stacks.models import Stack, StackVariable
 from backend.timeutil import iso, new_id, utcnow
 
 
@@ -419,3 +423,145 @@ def test_a_claim_that_loses_the_stack_to_a_concurrent_claim_retries_instead_of_f
     assert result["got"] == (spare, "preparing", "b")
     with ctx.session() as s:
         assert s.get(Run, early).status == "queued"
+
+
+# ------------------------------------------------------- the async claimer (PostgreSQL workers)
+
+
+def finish(ctx, run_id: str) -> None:
+    """What a worker's plan without changes does: the run finishes and frees its stack."""
+    set_status(ctx, run_id, lc.start_planning)
+    set_status(ctx, run_id, lambda s, t: lc.finish_planning(s, t, has_changes=False))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_the_async_claimer_claims_what_claim_next_would(ctx, world, db_kind):
+    held, a, b = world.stack(), world.stack(), world.stack()
+    to_apply = enqueue(ctx, held)
+    assert claim(ctx, "planner") == (to_apply, "preparing", "planner")
+    set_status(ctx, to_apply, lc.start_planning)
+    set_status(ctx, to_apply, lambda s, t: lc.finish_planning(s, t, has_changes=True))
+    set_status(ctx, to_apply, lc.confirm)
+    base = utcnow()
+    for i, (stack, run_type) in enumerate([(a, "tracked"), (a, "tracked"), (a, "proposed"), (b, "proposed")]):
+        enqueue(ctx, stack, run_type, at=base + timedelta(microseconds=i))
+
+    async def main() -> list[tuple[str | None, str | None]]:
+        claimer = AsyncClaimer(ctx.engine.url)
+        pairs = []
+        try:
+            while True:
+                with Session(ctx.engine) as s:  # what the ORM claim would take, rolled back
+                    expected = queue.claim_next(s, "orm", utcnow(), proposed_cap=1)
+                    expected_id = None if expected is None else expected.id
+                    s.rollback()
+                got = await claimer.claim("async", utcnow(), 1)
+                pairs.append((expected_id, got))
+                if got is None:
+                    return pairs
+        finally:
+            await claimer.close()
+
+    pairs = asyncio.run(main())
+    assert [e for e, _ in pairs] == [g for _, g in pairs]
+    assert pairs[0][1] == to_apply and pairs[-1] == (None, None)
+    assert len(pairs) == 5  # the apply, a's first tracked run, a's proposed run, b's proposed run, none
+    with ctx.session() as s:
+        rows = {r: s.get(Run, r) for _, r in pairs[:-1]}
+        assert rows[to_apply].status == "applying"
+        assert {r.worker_id for r in rows.values()} == {"async"}
+        assert {r.status for r in rows.values() if r.id != to_apply} == {"preparing"}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_concurrent_async_claimers_never_share_a_run(ctx, world, db_kind):
+    """4 claimers (4 connections) x 100 runs over 10 stacks, each claimed run finished at once."""
+    stacks = [world.stack() for _ in range(10)]
+    base = utcnow()
+    runs = {
+        enqueue(
+            ctx, stacks[i % 10], "proposed" if i % 4 == 3 else "tracked", base + timedelta(microseconds=i)
+        )
+        for i in range(100)
+    }
+    claimed: list[str] = []
+
+    async def worker(name: str, deadline: float) -> None:
+        claimer = AsyncClaimer(ctx.engine.url)
+        try:
+            while len(claimed) < len(runs) and time.monotonic() < deadline:
+                run_id = await claimer.claim(name, utcnow(), 2)
+                if run_id is None:
+                    await asyncio.sleep(0.005)  # another claimer is finishing a stack's run
+                    continue
+                claimed.append(run_id)
+                await asyncio.to_thread(finish, ctx, run_id)
+        finally:
+            await claimer.close()
+
+    async def main() -> None:
+        deadline = time.monotonic() + 60
+        await asyncio.gather(*(worker(f"w{i}", deadline) for i in range(4)))
+
+    asyncio.run(main())
+    assert len(claimed) == len(set(claimed)) == 100
+    assert set(claimed) == runs
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_the_async_claimer_survives_losing_its_connection(ctx, world, db_kind):
+    stack = world.stack()
+    first = enqueue(ctx, stack, "proposed")
+    second = enqueue(ctx, stack, "proposed")
+
+    async def main() -> tuple[str | None, str | None, int, int]:
+        claimer = AsyncClaimer(ctx.engine.url)
+        try:
+            got_first = await claimer.claim("w1", utcnow(), 3)
+            pid = claimer._conn.info.backend_pid
+            with ctx.session() as s:
+                assert s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+            got_second = await claimer.claim("w1", utcnow(), 3)
+            return got_first, got_second, pid, claimer._conn.info.backend_pid
+        finally:
+            await claimer.close()
+
+    got_first, got_second, old_pid, new_pid = asyncio.run(main())
+    assert (got_first, got_second) == (first, second)
+    assert old_pid != new_pid
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_job_for_builds_the_job_or_fails_the_run_when_a_variable_does_not_decrypt(ctx, world, db_kind):
+    good, bad = world.stack(), world.stack()
+    with ctx.session() as s:
+        s.add(StackVariable(stack_id=bad["id"], name="TF_VAR_x", value_encrypted="not-a-sealed-value"))
+    planned = enqueue(ctx, good)
+
+    async def claim_one() -> str | None:
+        claimer = AsyncClaimer(ctx.engine.url)
+        try:
+            return await claimer.claim("w1", utcnow(), 3)
+        finally:
+            await claimer.close()
+
+    assert asyncio.run(claim_one()) == planned
+    with ctx.session() as s:
+        job = execution.job_for(s, ctx.secret_box, planned, utcnow())
+    assert job is not None and (job.run_id, job.phase, job.stack_id) == (planned, "plan", good["id"])
+
+    broken = enqueue(ctx, bad)
+    assert asyncio.run(claim_one()) == broken
+    with ctx.session() as s:
+        assert execution.job_for(s, ctx.secret_box, broken, utcnow()) is None
+    with ctx.session() as s:
+        run = s.get(Run, broken)
+        assert run.status == "failed"
+        assert run.failure_reason.startswith("cannot prepare the run's variables")
+        assert run.worker_id == "w1"
+    with ctx.session() as s:  # a run that is no longer claimed has no job
+        assert execution.job_for(s, ctx.secret_box, broken, utcnow()) is None
