@@ -24,6 +24,7 @@ from backend.runs.models import EXCLUSIVE_TYPES, HOLDING, Run
 from backend.runs.state import apply_state, state_of
 from backend.stacks.models import Stack, StackVariable
 from backend.timeutil import iso, new_id, utcnow
+from tests.aio import run_async
 
 
 def enqueue(ctx, stack: dict, run_type: str = "tracked", at=None) -> str:
@@ -463,7 +464,7 @@ def test_the_async_claimer_claims_what_claim_next_would(ctx, world, db_kind):
         finally:
             await claimer.close()
 
-    pairs = asyncio.run(main())
+    pairs = run_async(main())
     assert [e for e, _ in pairs] == [g for _, g in pairs]
     assert pairs[0][1] == to_apply and pairs[-1] == (None, None)
     assert len(pairs) == 5  # the apply, a's first tracked run, a's proposed run, b's proposed run, none
@@ -505,7 +506,7 @@ def test_concurrent_async_claimers_never_share_a_run(ctx, world, db_kind):
         deadline = time.monotonic() + 60
         await asyncio.gather(*(worker(f"w{i}", deadline) for i in range(4)))
 
-    asyncio.run(main())
+    run_async(main())
     assert len(claimed) == len(set(claimed)) == 100
     assert set(claimed) == runs
 
@@ -529,7 +530,7 @@ def test_the_async_claimer_survives_losing_its_connection(ctx, world, db_kind):
         finally:
             await claimer.close()
 
-    got_first, got_second, old_pid, new_pid = asyncio.run(main())
+    got_first, got_second, old_pid, new_pid = run_async(main())
     assert (got_first, got_second) == (first, second)
     assert old_pid != new_pid
 
@@ -549,13 +550,13 @@ def test_job_for_builds_the_job_or_fails_the_run_when_a_variable_does_not_decryp
         finally:
             await claimer.close()
 
-    assert asyncio.run(claim_one()) == planned
+    assert run_async(claim_one()) == planned
     with ctx.session() as s:
         job = execution.job_for(s, ctx.secret_box, planned, utcnow())
     assert job is not None and (job.run_id, job.phase, job.stack_id) == (planned, "plan", good["id"])
 
     broken = enqueue(ctx, bad)
-    assert asyncio.run(claim_one()) == broken
+    assert run_async(claim_one()) == broken
     with ctx.session() as s:
         assert execution.job_for(s, ctx.secret_box, broken, utcnow()) is None
     with ctx.session() as s:
