@@ -321,3 +321,24 @@ def force_status(ctx: AppContext, run_id: str, target: str, *, worker_id: str = 
             run.plan_summary = {"add": 0, "change": 1 if target == "unconfirmed" else 0, "destroy": 0}
             run.has_changes = target == "unconfirmed"
         s.add(run)
+
+
+def queued_run(session, stack_id: str, run_type: str = "tracked", at=None) -> Run:
+    """A queued run added to ``session`` the way the run service makes one (without audit)."""
+    from backend.runs.models import EXCLUSIVE_TYPES
+    from backend.stacks.models import Stack
+    from backend.timeutil import new_id
+
+    now = at or utcnow()
+    run = Run(
+        id=new_id("run"),
+        org_id=session.get(Stack, stack_id).org_id,
+        stack_id=stack_id,
+        type=run_type,
+        exclusive=run_type in EXCLUSIVE_TYPES,
+        created_at=now,
+        updated_at=now,
+    )
+    apply_state(run, lc.new_run(lc.RunType(run_type), now), now)
+    session.add(run)
+    return run

@@ -25,23 +25,12 @@ from backend.runs.state import apply_state, state_of
 from backend.stacks.models import Stack, StackVariable
 from backend.timeutil import iso, new_id, utcnow
 from tests.aio import run_async
+from tests.integration.runs_support import queued_run
 
 
 def enqueue(ctx, stack: dict, run_type: str = "tracked", at=None) -> str:
-    now = at or utcnow()
     with ctx.session() as s:
-        run = Run(
-            id=new_id("run"),
-            org_id=s.get(Stack, stack["id"]).org_id,
-            stack_id=stack["id"],
-            type=run_type,
-            exclusive=run_type in EXCLUSIVE_TYPES,
-            created_at=now,
-            updated_at=now,
-        )
-        apply_state(run, lc.new_run(lc.RunType(run_type), now), now)
-        s.add(run)
-    return run.id
+        return queued_run(s, stack["id"], run_type, at).id
 
 
 def claim(ctx, worker="w1", cap=3):

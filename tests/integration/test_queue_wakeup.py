@@ -19,12 +19,12 @@ from backend.queue import wakeup
 from backend.queue.wakeup import Waiter
 from backend.runs import lifecycle as lc
 from backend.runs import service as runs_service
-from backend.runs.models import EXCLUSIVE_TYPES, Run
+from backend.runs.models import Run
 from backend.runs.schemas import RunCreate
 from backend.runs.state import apply_state, state_of
-from backend.stacks.models import Stack
-from backend.timeutil import new_id, utcnow
+from backend.timeutil import utcnow
 from tests.aio import run_async as run
+from tests.integration.runs_support import queued_run
 
 GENEROUS = 5.0  # seconds: an upper bound that a loaded 2-core CI machine still meets
 
@@ -35,19 +35,8 @@ class Boom(Exception):
 
 def enqueue(ctx, stack: dict, run_type: str = "tracked", fail: bool = False) -> str:
     """What the run service does: insert the queued run and notify, in one transaction."""
-    now = utcnow()
     with ctx.session() as s:
-        run = Run(
-            id=new_id("run"),
-            org_id=s.get(Stack, stack["id"]).org_id,
-            stack_id=stack["id"],
-            type=run_type,
-            exclusive=run_type in EXCLUSIVE_TYPES,
-            created_at=now,
-            updated_at=now,
-        )
-        apply_state(run, lc.new_run(lc.RunType(run_type), now), now)
-        s.add(run)
+        run = queued_run(s, stack["id"], run_type)
         s.flush()
         wakeup.notify(s, immediate=True)
         if fail:
