@@ -5,9 +5,10 @@ Four Crucible worker processes (the product's PostgreSQL claim, ``backend.queue.
 AsyncClaimer``, on the event loop, as ``runner.port`` uses it; woken by
 ``backend.queue.wakeup.Waiter``) and four procrastinate worker processes (``concurrency=1``,
 LISTEN/NOTIFY on) run side by side against the same PostgreSQL server, each queue in its own
-fresh database. A worker that claims a run marks it finished at once (a Crucible run goes
-preparing → planning → finished through ``backend.runs.lifecycle`` and notifies, freeing its
-stack; a procrastinate job is a no-op), so the next run on that stack becomes claimable.
+fresh database. A worker that claims a run finishes it at once (a Crucible worker reports
+planning started and a plan without changes, the two reports ``runner.port`` makes on
+PostgreSQL, which finish the run, free its stack and notify; a procrastinate job is a no-op),
+so the next run on that stack becomes claimable.
 
 Cases (per side, alternating which side goes first every round):
 
@@ -106,12 +107,10 @@ def _emit(line: str) -> None:
 
 async def _crucible_worker(url: str, name: str) -> None:
     import backend.models  # noqa: F401 - every table, so the ORM can resolve foreign keys
-    from backend.db import make_engine, session_scope
+    from backend.db import make_engine
     from backend.queue import wakeup
     from backend.queue.async_claim import AsyncClaimer
-    from backend.runs import lifecycle as lc
-    from backend.runs.models import Run
-    from backend.runs.state import apply_state, state_of
+    from backend.runs import execution
     from backend.timeutil import utcnow
 
     engine = make_engine(url)  # exactly what `crucible worker` gets: pool_pre_ping included
@@ -120,18 +119,17 @@ async def _crucible_worker(url: str, name: str) -> None:
     # What InProcessPort.claim does on PostgreSQL: one call on a dedicated autocommit connection.
     claimer = AsyncClaimer(engine.url)
 
-    def finish(run_id: str) -> None:
+    async def finish(run_id: str) -> None:
         t1 = time.perf_counter()
-        # The executor would start here; instead the plan "has no changes": the run finishes and
-        # frees its stack, and the service tells the other workers so.
-        with session_scope(engine) as s:
-            row = s.get(Run, run_id)
-            assert row is not None
-            now = utcnow()
-            state = lc.finish_planning(lc.start_planning(state_of(row), now), now, has_changes=False)
-            apply_state(row, state, now)
-            s.add(row)
-            wakeup.notify(s)  # a hand-off, as backend.runs.execution reports a finished run
+        # The executor would start here; instead the plan "has no changes": the worker reports
+        # planning started and the plan stored, exactly as runner.port does on PostgreSQL (one
+        # statement each on the claim connection); the second frees the stack and notifies.
+        await claimer.report(run_id, name, execution.start_planning_report(utcnow(), "0" * 40, "bench"))
+        plan = execution.finish_planning_report(
+            utcnow(), summary={"add": 0, "change": 0, "destroy": 0}, has_changes=False, artifacts={}
+        )
+        status = await claimer.report(run_id, name, plan)
+        assert status == "finished", status
         totals["finish_s"] += time.perf_counter() - t1
 
     async def claim_and_finish() -> tuple[str | None, float, float]:
@@ -140,7 +138,7 @@ async def _crucible_worker(url: str, name: str) -> None:
         claimed_at = time.time()
         took = time.perf_counter() - t0
         if run_id is not None:
-            await asyncio.to_thread(finish, run_id)
+            await finish(run_id)
         return run_id, claimed_at, took
 
     task = asyncio.current_task()

@@ -6,7 +6,9 @@ the server and `crucible worker` processes, which reach the same database. A rem
 would implement the same methods over HTTP.
 
 On PostgreSQL a claim is one call on the port's own autocommit connection, on the event loop
-(``backend.queue.async_claim``); only building the claimed run's job goes to a thread.
+(``backend.queue.async_claim``); only building the claimed run's job goes to a thread. So are
+the reports of a run's hot path (planning started, plan stored, apply finished, failed): one
+statement each, read off the same lifecycle steps as the ORM reports SQLite uses.
 """
 
 from __future__ import annotations
@@ -52,10 +54,9 @@ class InProcessPort:
             return await self._tx(
                 lambda s: execution.claim(s, self.ctx.secret_box, self.worker_id, utcnow(), cap)
             )
-        if self._claimer is None:
-            self._claimer = AsyncClaimer(self.ctx.engine.url)
-        await self._claimer.connect()  # before the clock is read (a no-op once connected)
-        run_id = await self._claimer.claim(self.worker_id, utcnow(), cap)
+        claimer = self._queue_connection()
+        await claimer.connect()  # before the clock is read (a no-op once connected)
+        run_id = await claimer.claim(self.worker_id, utcnow(), cap)
         if run_id is None:
             return None
         try:
@@ -88,6 +89,10 @@ class InProcessPort:
         logs.signal(run_id)
 
     async def start_planning(self, run_id: str, commit_sha: str, commit_message: str) -> str | None:
+        if self._postgres:
+            return await self._report_sql(
+                run_id, execution.start_planning_report(utcnow(), commit_sha, commit_message)
+            )
         return await self._report(
             lambda s: execution.start_planning(
                 s, run_id, self.worker_id, utcnow(), commit_sha, commit_message
@@ -98,6 +103,11 @@ class InProcessPort:
     async def finish_planning(
         self, run_id: str, *, summary: dict[str, int], has_changes: bool, artifacts: dict[str, Any]
     ) -> str | None:
+        if self._postgres:
+            report = execution.finish_planning_report(
+                utcnow(), summary=summary, has_changes=has_changes, artifacts=artifacts
+            )
+            return await self._report_sql(run_id, report)
         return await self._report(
             lambda s: execution.finish_planning(
                 s,
@@ -112,11 +122,15 @@ class InProcessPort:
         )
 
     async def finish_applying(self, run_id: str) -> str | None:
+        if self._postgres:
+            return await self._report_sql(run_id, execution.finish_applying_report(utcnow()))
         return await self._report(
             lambda s: execution.finish_applying(s, run_id, self.worker_id, utcnow()), run_id
         )
 
     async def fail(self, run_id: str, reason: str) -> str | None:
+        if self._postgres:
+            return await self._report_sql(run_id, execution.fail_report(utcnow(), reason))
         return await self._report(
             lambda s: execution.fail(s, run_id, self.worker_id, utcnow(), reason), run_id
         )
@@ -161,6 +175,16 @@ class InProcessPort:
 
     async def get_object(self, key: str) -> bytes:
         return await asyncio.to_thread(self.ctx.objects.get, key)
+
+    def _queue_connection(self) -> AsyncClaimer:
+        if self._claimer is None:
+            self._claimer = AsyncClaimer(self.ctx.engine.url)
+        return self._claimer
+
+    async def _report_sql(self, run_id: str, report: execution.Report) -> str | None:
+        status = await self._queue_connection().report(run_id, self.worker_id, report)
+        logs.signal(run_id)
+        return status
 
     async def _report(self, fn: Callable[[Session], str | None], run_id: str) -> str | None:
         status = await self._tx(fn)

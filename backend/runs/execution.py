@@ -9,7 +9,8 @@ revived worker can never overwrite what happened meanwhile.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -142,6 +143,114 @@ def _save(session: Session, run: Run, new_state: lc.RunState, now: datetime) -> 
     return new_state.status.value
 
 
+# ---------------------------------------------------------------------------- reports
+#
+# Each report is one lifecycle step. ``_STEPS`` holds the steps the hot path of a run takes; the
+# ORM functions below call them on the run's real state, and ``report`` turns the same step into
+# data for the one-statement PostgreSQL report (``backend.queue.async_claim.REPORT_SQL``).
+
+Step = Callable[[lc.RunState, bool], lc.RunState]  # (state, the stack auto-applies) → new state
+
+
+def _start_planning_step(now: datetime) -> Step:
+    return lambda state, _auto: lc.start_planning(state, now)
+
+
+def _finish_planning_step(now: datetime, has_changes: bool) -> Step:
+    return lambda state, auto: lc.finish_planning(state, now, has_changes=has_changes, auto_apply=auto)
+
+
+def _finish_applying_step(now: datetime) -> Step:
+    return lambda state, _auto: lc.finish_applying(state, now)
+
+
+def _fail_step(now: datetime, reason: str) -> Step:
+    return lambda state, _auto: lc.fail(state, now, reason[:2000])
+
+
+# A report that leaves the run waiting for people releases it: whoever applies claims it again.
+_RELEASES = frozenset({"finish_planning"})
+# The stack is free, or the run is ready to apply: wake the queue (as ``_save`` does).
+WAKE_STATUSES = tuple(sorted({s.value for s in lc.TERMINAL} | {lc.RunStatus.confirmed.value}))
+
+
+@dataclass(frozen=True)
+class Report:
+    """One worker report as data, for a single UPDATE: the statuses the run may be in, where the
+    lifecycle sends it from there (by run type, and ``<type>:auto`` when the stack auto-applies:
+    read in the statement itself, as the ORM path reads it in its transaction), the columns it
+    sets, and the statuses at which the worker lets go of the run."""
+
+    now: datetime  # the report's time: the new status's timestamp
+    expected: tuple[str, ...]
+    targets: dict[str, str]
+    columns: dict[str, Any]
+    releases: tuple[str, ...] = ()
+
+
+def report(
+    name: str, step: Step, now: datetime, expected: tuple[lc.RunStatus, ...], **columns: Any
+) -> Report:
+    """Read ``step`` off the lifecycle for every run type and auto-apply flag. It must lead from
+    every expected status to the same place and change nothing but the status, one timestamp and
+    (for a failure) the reason, which is what the SQL report writes; otherwise this raises."""
+    targets: dict[str, str] = {}
+    for run_type in lc.RunType:
+        for auto in (False, True):
+            found = set()
+            for status in expected:
+                before = lc.RunState(type=run_type, status=status, timestamps={})
+                after = step(before, auto)
+                if set(after.timestamps) != {after.status} or after.timestamps[after.status] != now:
+                    raise RuntimeError(f"lifecycle step {name} no longer stamps exactly its new status")
+                reason = after.failure_reason
+                if replace(after, status=status, timestamps={}, failure_reason=None) != before:
+                    raise RuntimeError(f"lifecycle step {name} changes more than the SQL report writes")
+                if reason is not None:
+                    columns["failure_reason"] = reason
+                found.add(after.status.value)
+            if len(found) != 1:
+                raise RuntimeError(f"lifecycle step {name} leads to {sorted(found)} from {expected}")
+            targets[run_type.value + (":auto" if auto else "")] = found.pop()
+    releases = ()
+    if name in _RELEASES:
+        releases = tuple(sorted({t for t in targets.values() if lc.RunStatus(t) not in lc.TERMINAL}))
+    return Report(now, tuple(s.value for s in expected), targets, columns, releases)
+
+
+def start_planning_report(now: datetime, commit_sha: str, commit_message: str) -> Report:
+    return report(
+        "start_planning",
+        _start_planning_step(now),
+        now,
+        (lc.RunStatus.preparing,),
+        commit_sha=commit_sha,
+        commit_message=commit_message[:2000],
+    )
+
+
+def finish_planning_report(
+    now: datetime, *, summary: dict[str, int], has_changes: bool, artifacts: dict[str, Any]
+) -> Report:
+    return report(
+        "finish_planning",
+        _finish_planning_step(now, has_changes),
+        now,
+        (lc.RunStatus.planning,),
+        plan_summary=summary,
+        has_changes=has_changes,
+        artifacts=artifacts,
+    )
+
+
+def finish_applying_report(now: datetime) -> Report:
+    return report("finish_applying", _finish_applying_step(now), now, (lc.RunStatus.applying,))
+
+
+def fail_report(now: datetime, reason: str) -> Report:
+    return report("fail", _fail_step(now, reason), now, tuple(lc.EXECUTING))
+
+
 def start_planning(
     session: Session, run_id: str, worker_id: str, now: datetime, commit_sha: str, commit_message: str
 ) -> str | None:
@@ -150,7 +259,7 @@ def start_planning(
         return None
     run.commit_sha = commit_sha
     run.commit_message = commit_message[:2000]
-    return _save(session, run, lc.start_planning(state_of(run), now), now)
+    return _save(session, run, _start_planning_step(now)(state_of(run), False), now)
 
 
 def finish_planning(
@@ -170,9 +279,7 @@ def finish_planning(
     run.plan_summary = summary
     run.has_changes = has_changes
     run.artifacts = {**(run.artifacts or {}), **artifacts}
-    new_state = lc.finish_planning(
-        state_of(run), now, has_changes=has_changes, auto_apply=bool(stack and stack.auto_apply)
-    )
+    new_state = _finish_planning_step(now, has_changes)(state_of(run), bool(stack and stack.auto_apply))
     if not new_state.is_terminal:
         run.worker_id = None  # this worker is done; whoever applies claims it again
     return _save(session, run, new_state, now)
@@ -182,14 +289,14 @@ def finish_applying(session: Session, run_id: str, worker_id: str, now: datetime
     run = _owned(session, run_id, worker_id)
     if run is None:
         return None
-    return _save(session, run, lc.finish_applying(state_of(run), now), now)
+    return _save(session, run, _finish_applying_step(now)(state_of(run), False), now)
 
 
 def fail(session: Session, run_id: str, worker_id: str, now: datetime, reason: str) -> str | None:
     run = _owned(session, run_id, worker_id)
     if run is None:
         return None
-    return _save(session, run, lc.fail(state_of(run), now, reason[:2000]), now)
+    return _save(session, run, _fail_step(now, reason)(state_of(run), False), now)
 
 
 def mark_canceled(session: Session, run_id: str, worker_id: str, now: datetime) -> str | None:

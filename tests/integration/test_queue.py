@@ -555,3 +555,185 @@ def test_job_for_builds_the_job_or_fails_the_run_when_a_variable_does_not_decryp
         assert run.worker_id == "w1"
     with ctx.session() as s:  # a run that is no longer claimed has no job
         assert execution.job_for(s, ctx.secret_box, broken, utcnow()) is None
+
+
+# ---------------------------------------------------------------------------- SQL reports
+
+_REPORTS = {
+    # name: (the status the run is brought to first, the ORM report, the SQL report)
+    "start_planning": (
+        "preparing",
+        lambda s, run_id, w, now: execution.start_planning(s, run_id, w, now, "a" * 40, "the commit"),
+        lambda now: execution.start_planning_report(now, "a" * 40, "the commit"),
+    ),
+    "finish_planning_changes": (
+        "planning",
+        lambda s, run_id, w, now: execution.finish_planning(
+            s,
+            run_id,
+            w,
+            now,
+            summary={"add": 1, "change": 2, "destroy": 0},
+            has_changes=True,
+            artifacts={"plan_json": {"key": "k", "sha256": "0" * 64}},
+        ),
+        lambda now: execution.finish_planning_report(
+            now,
+            summary={"add": 1, "change": 2, "destroy": 0},
+            has_changes=True,
+            artifacts={"plan_json": {"key": "k", "sha256": "0" * 64}},
+        ),
+    ),
+    "finish_planning_no_changes": (
+        "planning",
+        lambda s, run_id, w, now: execution.finish_planning(
+            s, run_id, w, now, summary={"add": 0, "change": 0, "destroy": 0}, has_changes=False, artifacts={}
+        ),
+        lambda now: execution.finish_planning_report(
+            now, summary={"add": 0, "change": 0, "destroy": 0}, has_changes=False, artifacts={}
+        ),
+    ),
+    "finish_applying": (
+        "applying",
+        lambda s, run_id, w, now: execution.finish_applying(s, run_id, w, now),
+        lambda now: execution.finish_applying_report(now),
+    ),
+    "fail_planning": (
+        "planning",
+        lambda s, run_id, w, now: execution.fail(s, run_id, w, now, "the tool exited with 1"),
+        lambda now: execution.fail_report(now, "the tool exited with 1"),
+    ),
+    "fail_applying": (
+        "applying",
+        lambda s, run_id, w, now: execution.fail(s, run_id, w, now, "the tool exited with 1"),
+        lambda now: execution.fail_report(now, "the tool exited with 1"),
+    ),
+}
+
+
+def _run_in(ctx, stack: dict, run_type: str, status: str, worker: str) -> str:
+    """A run of ``run_type`` walked through the lifecycle to ``status``, owned by ``worker``."""
+    steps = {
+        "preparing": [lc.start_preparing],
+        "planning": [lc.start_preparing, lc.start_planning],
+        "applying": [
+            lc.start_preparing,
+            lc.start_planning,
+            lambda s, t: lc.finish_planning(s, t, has_changes=True),
+            lc.confirm,
+            lc.start_applying,
+        ],
+    }[status]
+    run_id = enqueue(ctx, stack, run_type)
+    with ctx.session() as s:
+        run = s.get(Run, run_id)
+        now = utcnow()
+        state = state_of(run)
+        for step in steps:
+            state = step(state, now)
+        apply_state(run, state, now)
+        run.worker_id, run.heartbeat_at, run.artifacts = worker, now, {"old": {"key": "kept"}}
+        s.add(run)
+    return run_id
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+@pytest.mark.parametrize(
+    ("name", "run_type"),
+    [
+        (name, run_type)
+        for name in sorted(_REPORTS)
+        for run_type in ("tracked", "proposed")
+        if not (_REPORTS[name][0] == "applying" and run_type == "proposed")  # plan-only runs never apply
+    ],
+)
+@pytest.mark.parametrize("auto_apply", [False, True])
+def test_a_sql_report_writes_what_the_orm_report_writes(ctx, world, db_kind, name, auto_apply, run_type):
+    """Pairs of identical runs: one reported through the ORM, one through REPORT_SQL at the same
+    time; the rows must come out the same (apart from their ids), and both must wake the queue."""
+    status, orm_report, sql_report = _REPORTS[name]
+    stack_a, stack_b = world.stack(auto_apply=auto_apply), world.stack(auto_apply=auto_apply)
+    by_orm = _run_in(ctx, stack_a, run_type, status, "w")
+    by_sql = _run_in(ctx, stack_b, run_type, status, "w")
+    now = utcnow()
+    with ctx.session() as s:
+        orm_status = orm_report(s, by_orm, "w", now)
+
+    async def main():
+        claimer = AsyncClaimer(ctx.engine.url)
+        try:
+            return await claimer.report(by_sql, "w", sql_report(now))
+        finally:
+            await claimer.close()
+
+    assert run_async(main()) == orm_status
+    with ctx.session() as s:
+        a, b = row_of(s, by_orm), row_of(s, by_sql)
+    stamps = []
+    for row in (a, b):
+        row.pop("id"), row.pop("stack_id"), row.pop("created_at")
+        stamps.append(row.pop("status_timestamps"))  # the runs were made at different times
+    assert a == b
+    assert a["status"] == orm_status and orm_status != status
+    assert stamps[0].keys() == stamps[1].keys()
+    assert stamps[0][orm_status] == stamps[1][orm_status] == iso(now)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_sql_report_is_ignored_unless_the_worker_owns_the_run_in_an_expected_status(ctx, world, db_kind):
+    stack, other = world.stack(), world.stack()
+    planning = _run_in(ctx, stack, "tracked", "planning", "owner")
+    preparing = _run_in(ctx, other, "proposed", "preparing", "owner")
+    with ctx.session() as s:
+        before = {r: row_of(s, r) for r in (planning, preparing)}
+
+    async def main():
+        claimer = AsyncClaimer(ctx.engine.url)
+        try:
+            now = utcnow()
+            return [
+                await claimer.report(planning, "someone-else", execution.finish_applying_report(now)),
+                await claimer.report(planning, "owner", execution.finish_applying_report(now)),
+                await claimer.report(preparing, "owner", execution.finish_applying_report(now)),
+                await claimer.report("run-0000000000000000", "owner", execution.fail_report(now, "x")),
+            ]
+        finally:
+            await claimer.close()
+
+    assert run_async(main()) == [None, None, None, None]
+    with ctx.session() as s:
+        assert {r: row_of(s, r) for r in (planning, preparing)} == before
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+def test_a_sql_report_that_frees_the_stack_wakes_idle_workers(ctx, world, db_kind):
+    import psycopg
+
+    from backend.queue.wakeup import CHANNEL, libpq_conninfo
+
+    stack = world.stack()
+    running = _run_in(ctx, stack, "tracked", "planning", "w")
+    listener = psycopg.connect(libpq_conninfo(ctx.engine.url), autocommit=True)
+    try:
+        listener.execute(f"LISTEN {CHANNEL}")
+
+        async def main():
+            claimer = AsyncClaimer(ctx.engine.url)
+            try:
+                now = utcnow()
+                assert (
+                    await claimer.report(running, "w", execution.start_planning_report(now, "b" * 40, ""))
+                    is None
+                )
+                return await claimer.report(running, "w", execution.fail_report(now, "boom"))
+            finally:
+                await claimer.close()
+
+        assert run_async(main()) == "failed"
+        notes = list(listener.notifies(timeout=2, stop_after=1))
+        assert [n.channel for n in notes] == [CHANNEL]
+    finally:
+        listener.close()
