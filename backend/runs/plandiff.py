@@ -195,7 +195,8 @@ class _Scrubber:
     """Replaces known secret strings wherever they occur inside a value."""
 
     def __init__(self, secrets: set[str]):
-        self._exact = secrets
+        # An empty secret gives nothing away; hiding every empty string would only mislead.
+        self._exact = {s for s in secrets if s}
         parts = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
         for s in list(parts):  # a multi-line secret can leak line by line
             parts.update(line for line in s.splitlines() if len(line) >= MIN_SECRET_LENGTH)

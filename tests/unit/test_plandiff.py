@@ -483,6 +483,16 @@ def test_secrets_inside_other_strings_and_short_values():
     assert got["note"]["after"] == "42 items"  # too short to hunt for elsewhere, as in log masking
 
 
+def test_an_empty_sensitive_value_does_not_hide_every_empty_string():
+    change = resource(
+        "aws_app.a", ["create"], None, {"password": "", "description": "", "name": "app"},
+        after_sensitive={"password": True},
+    )  # fmt: skip
+    got = rows(plandiff.build_diff(plan_with(change)), "aws_app.a")
+    assert got["password"]["after"] == SENSITIVE
+    assert got["description"]["after"] == ""
+
+
 # --- plan sets (terragrunt) -----------------------------------------------------------------------
 
 
