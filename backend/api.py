@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,9 +18,11 @@ from backend.auth.api import router as auth_router
 from backend.context import AppContext
 from backend.errors import FieldError, ServiceError, TooManyRequests
 from backend.ops.api import router as ops_router
-from backend.ops.middleware import Metrics, ObservabilityMiddleware
+from backend.ops.middleware import BodyLimit, Metrics, ObservabilityMiddleware
 from backend.runs.api import router as runs_router
 from backend.stacks.api import router as stacks_router
+from backend.state.api import router as state_router
+from backend.state.protocol import router as state_protocol_router
 from backend.storage import StorageError
 from backend.tasks import BACKGROUND_TASKS
 
@@ -59,6 +62,8 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(stacks_router, prefix=API_PREFIX)
     app.include_router(runs_router, prefix=API_PREFIX)
+    app.include_router(state_router, prefix=API_PREFIX)
+    app.include_router(state_protocol_router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(ops_router)
 
@@ -68,7 +73,8 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
             return JSONResponse({"detail": exc.detail()}, status_code=422)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
         if exc.status_code == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
+            # The state endpoint answers Terraform's http backend with a basic challenge.
+            headers = {"WWW-Authenticate": getattr(exc, "challenge", "Bearer")}
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -110,6 +116,29 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
         )
 
     app.add_middleware(
-        ObservabilityMiddleware, metrics=app.state.metrics, max_body=ctx.settings.max_request_bytes
+        ObservabilityMiddleware,
+        metrics=app.state.metrics,
+        max_body=ctx.settings.max_request_bytes,
+        body_limits=_body_limits(ctx),
     )
     return app
+
+
+def _body_limits(ctx: AppContext) -> list[BodyLimit]:
+    """Routes allowed past CRUCIBLE_MAX_REQUEST_BYTES: Terraform state uploads (streamed to disk
+    by the route itself) and the admins' REST upload (read into memory, so its own cap)."""
+    return [
+        BodyLimit(
+            path=re.compile(rf"{API_PREFIX}/state/[^/]+/?"),
+            methods=frozenset({"POST", "PUT"}),
+            max_bytes=ctx.settings.state_max_bytes,
+            setting="CRUCIBLE_STATE_MAX_BYTES",
+            streamed=True,
+        ),
+        BodyLimit(
+            path=re.compile(rf"{API_PREFIX}/stacks/[^/]+/state/versions/?"),
+            methods=frozenset({"POST"}),
+            max_bytes=ctx.settings.state_in_memory_max_bytes,
+            setting="CRUCIBLE_STATE_IN_MEMORY_MAX_BYTES",
+        ),
+    ]

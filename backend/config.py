@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_prefix: str = ""
+    # Terraform state backend (docs/state.md). Uploads stream to <data_dir>/tmp/state first.
+    state_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=5 * 1024**3)
+    state_versions_kept: int = Field(default=0, ge=0, description="0 keeps every version.")
+    # Diffs, resource/output listings, forced uploads and rollbacks parse a whole state in memory.
+    state_in_memory_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
+    # Where runs' tools reach the state endpoint, when it differs from base_url (e.g. containers
+    # that see the server at http://host.docker.internal:3000).
+    state_backend_url: str | None = Field(
+        default=None, description="State backend URL for runners; default CRUCIBLE_BASE_URL."
+    )
     # Runs and the worker (docs/runs.md). The embedded worker runs inside `crucible up`/`api`;
     # `crucible worker` runs more of them elsewhere against the same database.
     worker_enabled: bool = True
@@ -152,6 +162,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL such as https://crucible.example.com")
         return value.rstrip("/")
 
+    @field_validator("state_backend_url")
+    @classmethod
+    def _check_state_backend_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as http://crucible.internal:3000")
+        return value.rstrip("/")
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
@@ -174,6 +194,12 @@ class Settings(BaseSettings):
         if len(value) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
         return value
+
+    @cached_property
+    def state_upload_dir(self) -> Path:
+        """Where state uploads are buffered while they are checked (same file system as the
+        filesystem object store, so nothing big ever sits in memory)."""
+        return self.resolved_data_dir / "tmp" / "state"
 
     @cached_property
     def resolved_data_dir(self) -> Path:

@@ -4,6 +4,7 @@ from backend.audit.models import AuditEvent
 from backend.auth.models import ApiToken, Membership, Organization, User, UserSession
 from backend.runs.models import Run, RunLogChunk
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
+from backend.state.models import StateHead, StateLock, StateToken, StateVersion
 
 __all__ = [
     "ApiToken",
@@ -16,6 +17,10 @@ __all__ = [
     "StackApprover",
     "StackLabel",
     "StackVariable",
+    "StateHead",
+    "StateLock",
+    "StateToken",
+    "StateVersion",
     "User",
     "UserSession",
 ]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -50,13 +53,38 @@ def _route_template(scope) -> str:
     return "/<ui>"
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """A route whose bodies may exceed the global limit (e.g. Terraform state uploads).
+
+    ``streamed``: the route reads its body as a stream and enforces ``max_bytes`` itself, so the
+    middleware only checks a declared Content-Length and never buffers a chunked body."""
+
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    max_bytes: int
+    setting: str  # the variable that sets max_bytes, named in the 413 message
+    streamed: bool = False
+
+    def applies(self, scope) -> bool:
+        return scope.get("method") in self.methods and bool(self.path.fullmatch(scope.get("path", "")))
+
+
 class ObservabilityMiddleware:
     """Counts, times and logs every HTTP request; rejects bodies over the size limit with 413."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    def __init__(self, app, metrics: Metrics, max_body: int, body_limits: Sequence[BodyLimit] = ()):
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.body_limits = tuple(body_limits)
+
+    def _limit_for(self, scope) -> tuple[int, str, bool]:
+        """(limit, the setting naming it, whether the route streams its body itself)."""
+        for limit in self.body_limits:
+            if limit.applies(scope):
+                return limit.max_bytes, limit.setting, limit.streamed
+        return self.max_body, "CRUCIBLE_MAX_REQUEST_BYTES", False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -87,6 +115,7 @@ class ObservabilityMiddleware:
         # PostgreSQL cannot store NUL characters; refuse them up front instead of failing later.
         if b"%00" in scope.get("query_string", b"").lower() or "\x00" in scope.get("path", ""):
             return 400, {"detail": "NUL characters are not allowed in the URL"}
+        max_body, setting, _streamed = self._limit_for(scope)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -95,8 +124,8 @@ class ObservabilityMiddleware:
                     return 400, {"detail": "invalid Content-Length header"}
                 if length < 0:
                     return 400, {"detail": "invalid Content-Length header"}
-                if length > self.max_body:
-                    return 413, {"detail": f"request body too large: the limit is {self.max_body} bytes"}
+                if length > max_body:
+                    return 413, _too_large(max_body, setting)
         return None
 
     async def _bounded_body(self, scope, receive):
@@ -106,6 +135,9 @@ class ObservabilityMiddleware:
             return receive, None
         if b"transfer-encoding" not in headers:
             return receive, None
+        max_body, setting, streamed = self._limit_for(scope)
+        if streamed:
+            return receive, None  # the route counts while it streams; buffering here would defeat it
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -114,11 +146,8 @@ class ObservabilityMiddleware:
                 return receive, None  # client went away; let the app see the disconnect
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_body:
-                return receive, (
-                    413,
-                    {"detail": f"request body too large: the limit is {self.max_body} bytes"},
-                )
+            if size > max_body:
+                return receive, (413, _too_large(max_body, setting))
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -156,6 +185,10 @@ class ObservabilityMiddleware:
                     }
                 },
             )
+
+
+def _too_large(limit: int, setting: str) -> dict:
+    return {"detail": f"request body too large: the limit is {limit} bytes ({setting})"}
 
 
 async def _send_json(send, status: int, body: dict) -> None:

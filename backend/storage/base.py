@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_KEY_LENGTH = 512
 # File systems limit one name to 255 bytes; the filesystem store adds up to 18 characters of suffix.
 MAX_SEGMENT_LENGTH = 200
+CHUNK_SIZE = 1024 * 1024  # streaming reads and copies move 1 MiB at a time
 _SEGMENT = r"[A-Za-z0-9._-]+"
 _KEY_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]*")
@@ -64,6 +67,37 @@ def verify_sha256(key: str, data: bytes, expected: str | None) -> bytes:
     return data
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read in chunks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_chunks(key: str, chunks: Iterator[bytes], expected: str | None) -> Iterator[bytes]:
+    """Pass chunks through while hashing them; the last chunk is held back until the whole
+    object has been hashed, so a reader never receives a complete copy of corrupted data:
+    on a mismatch ObjectCorrupted is raised instead of the final chunk."""
+    if not expected:
+        raise ObjectCorrupted(key, "no SHA-256 was stored with it")
+    digest = hashlib.sha256()
+    pending: bytes | None = None
+    for chunk in chunks:
+        if not chunk:
+            continue
+        digest.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    actual = digest.hexdigest()
+    if actual != expected.lower():
+        raise ObjectCorrupted(key, f"SHA-256 is {actual}, expected {expected}")
+    if pending is not None:
+        yield pending
+
+
 def validate_key(key: str) -> str:
     """Keys are relative, '/'-separated segments of [A-Za-z0-9._-], at most 512 characters and at
     most 200 per segment (so every key is a valid file path on common file systems).
@@ -112,6 +146,24 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; ObjectNotFound if missing, ObjectCorrupted if the hash does not match."""
+
+    def put_file(self, key: str, path: str | os.PathLike[str], sha256: str | None = None) -> ObjectInfo:
+        """Store the file at path under key without reading it into memory (the implementations
+        here stream it). With sha256 given, the copy is checked against it (StorageError if the
+        file changed). The file itself is left in place."""
+        with open(path, "rb") as fh:  # fallback for stores without a streaming upload
+            data = fh.read()
+        if sha256 is not None and sha256_hex(data) != sha256.lower():
+            raise StorageError(f"{path} changed while it was being stored as {key!r}")
+        return self.put(key, data)
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The object's bytes in chunks of at most chunk_size, verified while streaming.
+
+        The object is opened before this returns (ObjectNotFound is raised here, not on the
+        first chunk); a hash mismatch raises ObjectCorrupted in place of the final chunk."""
+        data = self.get(key)  # fallback: verified whole, then sliced
+        return iter([data[i : i + chunk_size] for i in range(0, len(data), chunk_size)])
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...

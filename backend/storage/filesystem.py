@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from backend.storage.base import (
+    CHUNK_SIZE,
     ObjectCorrupted,
     ObjectInfo,
     ObjectNotFound,
@@ -28,6 +32,7 @@ from backend.storage.base import (
     sha256_hex,
     validate_key,
     validate_prefix,
+    verified_chunks,
     verify_sha256,
 )
 
@@ -112,6 +117,68 @@ class FilesystemObjectStore(ObjectStore):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
         return ObjectInfo(key=key, size=len(data), sha256=digest)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], sha256: str | None = None) -> ObjectInfo:
+        target = self._path(key)
+        tmp: str | None = None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "rb") as src:
+                self._make_dirs(target.parent)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+                with os.fdopen(fd, "wb") as fh:
+                    # The header holds the hash, which is known only after the copy: reserve
+                    # its bytes, copy, then write the header in place (before the rename).
+                    fh.write(_header("0" * 64))
+                    while chunk := src.read(CHUNK_SIZE):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        fh.write(chunk)
+                    actual = digest.hexdigest()
+                    if sha256 is not None and actual != sha256.lower():
+                        raise StorageError(f"{os.fspath(path)} changed while it was being stored as {key!r}")
+                    fh.seek(0)
+                    fh.write(_header(actual))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            tmp = None
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise StorageError(f"could not write object {key!r} under {self.root}: {exc}") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        return ObjectInfo(key=key, size=size, sha256=actual)
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"could not read object {key!r} under {self.root}: {exc}") from exc
+        try:
+            digest = _parse_header(key, fh.read(HEADER_SIZE))
+        except BaseException:
+            fh.close()
+            raise
+        return self._stream(key, fh, digest, chunk_size)
+
+    def _stream(self, key: str, fh: BinaryIO, digest: str, chunk_size: int) -> Iterator[bytes]:
+        def chunks() -> Iterator[bytes]:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+        try:
+            yield from verified_chunks(key, chunks(), digest)
+        except OSError as exc:
+            raise StorageError(f"could not read object {key!r} under {self.root}: {exc}") from exc
+        finally:
+            fh.close()
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from backend.storage.base import (
+    CHUNK_SIZE,
     InvalidKey,
     ObjectCorrupted,
     ObjectInfo,
@@ -26,9 +30,11 @@ from backend.storage.base import (
     ObjectStore,
     StorageError,
     StorageUnavailable,
+    file_sha256,
     sha256_hex,
     validate_key,
     validate_prefix,
+    verified_chunks,
     verify_sha256,
 )
 
@@ -38,6 +44,14 @@ SHA256_METADATA = "sha256"  # sent as x-amz-meta-sha256
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _ACCESS_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+# Large uploads go up in 8 MiB parts, at most 4 at a time: a bounded ~32 MiB of buffers per
+# upload, whatever the file size (boto3's default of 10 parallel parts would allow 80 MiB).
+_TRANSFER = TransferConfig(
+    multipart_threshold=8 * 1024 * 1024,
+    multipart_chunksize=8 * 1024 * 1024,
+    max_concurrency=4,
+    use_threads=True,
+)
 
 
 def _error_code(exc: ClientError) -> str:
@@ -137,6 +151,12 @@ class S3ObjectStore(ObjectStore):
             raise StorageError(
                 f"no S3 credentials for {self.where}: set the access key id and secret access key"
             ) from exc
+        except S3UploadFailedError as exc:
+            # boto3's transfer manager wraps the ClientError it caught (as __context__).
+            cause = exc.__context__
+            if isinstance(cause, ClientError):
+                self._raise(cause, action, key)
+            raise StorageError(f"S3 at {self.where} failed to {action}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 at {self.where} failed to {action}: {exc}") from exc
 
@@ -177,6 +197,44 @@ class S3ObjectStore(ObjectStore):
                 Metadata={SHA256_METADATA: digest},
             )
         return ObjectInfo(key=key, size=len(data), sha256=digest)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], sha256: str | None = None) -> ObjectInfo:
+        """Streams the file (multipart above 8 MiB); the SHA-256 travels as metadata as in put."""
+        validate_key(key)
+        try:
+            digest = file_sha256(path)
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise StorageError(f"could not read {os.fspath(path)} to store it as {key!r}: {exc}") from exc
+        if sha256 is not None and digest != sha256.lower():
+            raise StorageError(f"{os.fspath(path)} changed while it was being stored as {key!r}")
+        with self._errors(f"write object {key!r}", key):
+            self._client.upload_file(
+                Filename=os.fspath(path),
+                Bucket=self.bucket,
+                Key=self._full_key(key),
+                ExtraArgs={"ContentType": "application/octet-stream", "Metadata": {SHA256_METADATA: digest}},
+                Config=_TRANSFER,
+            )
+        return ObjectInfo(key=key, size=size, sha256=digest)
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        validate_key(key)
+        with self._errors(f"read object {key!r}", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+        if not response.get("Metadata", {}).get(SHA256_METADATA):
+            response["Body"].close()
+            raise ObjectCorrupted(key, "no SHA-256 was stored with it")
+        return self._stream(key, response, chunk_size)
+
+    def _stream(self, key: str, response: dict[str, Any], chunk_size: int) -> Iterator[bytes]:
+        body = response["Body"]
+        expected = response.get("Metadata", {}).get(SHA256_METADATA)
+        try:
+            with self._errors(f"read object {key!r}", key):
+                yield from verified_chunks(key, body.iter_chunks(chunk_size), expected)
+        finally:
+            body.close()
 
     def get(self, key: str) -> bytes:
         validate_key(key)

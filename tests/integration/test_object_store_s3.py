@@ -183,6 +183,23 @@ def test_invalid_keys(store, key):
             call()
 
 
+def test_put_file_and_iter_chunks_stream(store, tmp_path):
+    data = os.urandom(9 * 1024 * 1024 + 5)  # above the S3 multipart threshold
+    source = tmp_path / "state.tfstate"
+    source.write_bytes(data)
+    info = store.put_file("state/s/v1.tfstate", source, hashlib.sha256(data).hexdigest())
+    assert info == ObjectInfo("state/s/v1.tfstate", len(data), hashlib.sha256(data).hexdigest())
+    assert store.get("state/s/v1.tfstate") == data
+    chunks = list(store.iter_chunks("state/s/v1.tfstate", chunk_size=1024 * 1024))
+    assert b"".join(chunks) == data and max(map(len, chunks)) <= 1024 * 1024
+    assert store.list("state/") == [info]
+    with pytest.raises(ObjectNotFound):
+        store.iter_chunks("state/s/missing")
+    with pytest.raises(StorageError, match="changed while it was being stored"):
+        store.put_file("state/s/v2.tfstate", source, hashlib.sha256(b"other").hexdigest())
+    assert not store.exists("state/s/v2.tfstate")
+
+
 # --------------------------------------------------------------------------- S3 specifics
 
 
@@ -225,6 +242,32 @@ def test_object_written_with_matching_metadata_reads_back(s3_store, raw_s3, buck
         Bucket=bucket, Key="k", Body=b"x", Metadata={"sha256": hashlib.sha256(b"x").hexdigest()}
     )
     assert s3_store.get("k") == b"x"
+
+
+def test_streamed_read_of_a_replaced_object_is_corrupted(s3_store, raw_s3, bucket):
+    s3_store.put("state/v1", b"good" * 1000)
+    raw_s3.put_object(
+        Bucket=bucket,
+        Key="state/v1",
+        Body=b"evil" * 1000,
+        Metadata={"sha256": hashlib.sha256(b"good" * 1000).hexdigest()},
+    )
+    received: list[bytes] = []
+    with pytest.raises(ObjectCorrupted, match="SHA-256 is"):
+        for chunk in s3_store.iter_chunks("state/v1", chunk_size=1000):
+            received.append(chunk)
+    assert sum(map(len, received)) < 4000  # the last chunk is held back
+    raw_s3.put_object(Bucket=bucket, Key="state/v2", Body=b"x")
+    with pytest.raises(ObjectCorrupted, match="no SHA-256"):
+        s3_store.iter_chunks("state/v2")
+
+
+def test_put_file_to_a_missing_bucket_names_it(moto_endpoint, tmp_path):
+    source = tmp_path / "s"
+    source.write_bytes(b"x")
+    store = S3ObjectStore(**s3_params(moto_endpoint, "no-such-bucket-for-files"))
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-for-files' does not exist"):
+        store.put_file("k", source)
 
 
 def test_ensure_bucket_is_idempotent(s3_store):

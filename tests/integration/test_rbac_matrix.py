@@ -14,6 +14,7 @@ A route that is not listed in MATRIX fails test_matrix_covers_every_route.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from backend.context import build_context
 from backend.runs.lifecycle import RunStatus
 from backend.runs.models import Run
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
+from backend.state import service as state_service
+from backend.state import tokens as state_tokens
+from backend.state.models import StateHead, StateLock, StateToken, StateVersion
 from backend.timeutil import iso, new_id, utcnow
 
 CALLERS: list[tuple[str, Role | None]] = [("anonymous", None)] + [
@@ -50,6 +54,7 @@ class Cell:
     resource_org: str  # the org that owns the path resource
     resource_id: str | None = None
     user_id: str | None = None  # the {user_id} in the path: the caller, or a user of its org
+    token_id: str | None = None  # the {token_id} of a stack token (resource "state_token")
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,9 @@ class Rule:
     min_role: Role | None  # None: public
     ok: int
     # The {id} in the path, created per cell: "stack", "stack_var" (a stack with variable X),
-    # "token", or "run:<status>" (a run in that status; "run:planned" also has a plan JSON).
+    # "token", "run:<status>" (a run in that status; "run:planned" also has a plan JSON),
+    # "state" (a stack with state version serial 1), "state_locked" (the same, locked) or
+    # "state_token" (a stack with a stack token, the {token_id}).
     resource: str | None = None
     body: Callable[[Cell], dict[str, Any]] | None = None
     params: dict[str, str] | None = None
@@ -126,7 +133,74 @@ def make_run(world, org_id: str, status: str) -> str:
     return run.id
 
 
+STATE_SERIAL = "1"  # the {serial} in state routes
+
+
+def _state_body(serial: int = 1, lineage: str = "matrix-lineage") -> dict[str, Any]:
+    return {
+        "version": 4,
+        "terraform_version": "1.9.8",
+        "serial": serial,
+        "lineage": lineage,
+        "outputs": {"greeting": {"value": "hello", "type": "string"}},
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "null_resource",
+                "name": "a",
+                "provider": 'provider["registry.terraform.io/hashicorp/null"]',
+                "instances": [{"schema_version": 0, "attributes": {"id": "1"}}],
+            }
+        ],
+    }
+
+
+def make_state(world, org_id: str, locked: bool = False) -> str:
+    """A fresh stack with state serial 1 (and, if asked, a lock held on it)."""
+    stack_id = world.stack(org_id)["id"]
+    data = json.dumps(_state_body()).encode()
+    with world.ctx.session() as s:
+        state_service.upload_state(
+            s,
+            world.ctx.objects,
+            world.system(org_id),
+            stack_id,
+            data,
+            force=False,
+            limits=state_service.Limits(),
+        )
+        if locked:
+            s.add(StateLock(stack_id=stack_id, lock_id="matrix-lock", who="matrix@test"))
+    return stack_id
+
+
+def make_stack_token(world, org_id: str, stack_id: str) -> str:
+    with world.ctx.session() as s:
+        public, _secret = state_tokens.create_token(
+            s, world.ctx.auth.hasher, world.system(org_id), stack_id, "matrix", "read"
+        )
+    return public.id
+
+
+def _state_rows(world, stack_id: str) -> dict[str, Any]:
+    stack = _stack_row(world, stack_id)
+    with world.ctx.session() as s:
+        lock = s.get(StateLock, stack_id)
+        head = s.get(StateHead, stack_id)
+        found = s.exec(select(StateVersion).where(StateVersion.stack_id == stack_id)).all()
+        stack_tokens = s.exec(select(StateToken).where(StateToken.stack_id == stack_id)).all()
+        return {
+            "stack": stack,
+            "head": None if head is None else head.model_dump(),
+            "lock": None if lock is None else lock.model_dump(),
+            "versions": sorted((v.serial, v.id) for v in found),
+            "tokens": sorted(str(t.model_dump(exclude={"last_used_at"})) for t in stack_tokens),
+        }
+
+
 def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
+    if kind in ("state", "state_locked", "state_token"):
+        return _state_rows(cell.world, cell.resource_id)
     if kind == "stack":
         return _stack_row(cell.world, cell.resource_id)
     if kind == "stack_approver":
@@ -242,6 +316,41 @@ def _variable_deleted(cell: Cell, _response) -> None:
     assert _variables(cell.world, cell.resource_id) == []
 
 
+def _state_serials(cell: Cell) -> list[int]:
+    return [serial for serial, _id in _state_rows(cell.world, cell.resource_id)["versions"]]
+
+
+def _state_forced(cell: Cell, response) -> None:
+    assert response.json()["serial"] == 2 and response.json()["forced"] is True
+    assert _state_serials(cell) == [1, 2]
+
+
+def _state_rolled_back(cell: Cell, response) -> None:
+    assert response.json()["serial"] == 2 and response.json()["note"] == "rollback of serial 1"
+    assert _state_serials(cell) == [1, 2]
+
+
+def _state_downloaded(cell: Cell, response) -> None:
+    assert json.loads(response.content) == _state_body()
+
+
+def _state_unlocked(cell: Cell, response) -> None:
+    assert response.json()["unlocked"] is True
+    assert _state_rows(cell.world, cell.resource_id)["lock"] is None
+
+
+def _stack_token_usable(cell: Cell, response) -> None:
+    with cell.world.ctx.session() as s:
+        tok = s.get(StateToken, response.json()["id"])
+        assert tok is not None and tok.stack_id == cell.resource_id
+        assert state_tokens.verifier_for(cell.world.ctx.auth).verify(s, response.json()["token"]).id == tok.id
+
+
+def _stack_token_revoked(cell: Cell, _response) -> None:
+    with cell.world.ctx.session() as s:
+        assert s.get(StateToken, cell.token_id).revoked_at is not None
+
+
 def _approvers(world, stack_id: str) -> list[str]:
     with world.ctx.session() as s:
         return list(s.exec(select(StackApprover.user_id).where(StackApprover.stack_id == stack_id)).all())
@@ -332,13 +441,59 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/runs/{run_id}"): Rule(A, 204, resource="run:finished", effect=_run_deleted),
     ("GET", "/api/v1/runs/{run_id}/logs"): Rule(V, 200, resource="run:queued"),
     ("GET", "/api/v1/runs/{run_id}/plan"): Rule(V, 200, resource="run:planned"),
+    # state (the Terraform protocol itself authenticates with stack tokens: STATE_PROTOCOL below)
+    ("GET", "/api/v1/stacks/{stack_id}/state/versions"): Rule(V, 200, resource="state"),
+    ("POST", "/api/v1/stacks/{stack_id}/state/versions"): Rule(
+        A,
+        201,
+        resource="state",
+        params={"force": "true"},
+        body=lambda c: _state_body(1, "another-lineage"),
+        effect=_state_forced,
+    ),
+    ("GET", "/api/v1/stacks/{stack_id}/state/versions/{serial}"): Rule(V, 200, resource="state"),
+    ("GET", "/api/v1/stacks/{stack_id}/state/versions/{serial}/download"): Rule(
+        M, 200, resource="state", effect=_state_downloaded
+    ),
+    ("POST", "/api/v1/stacks/{stack_id}/state/versions/{serial}/rollback"): Rule(
+        A, 201, resource="state", effect=_state_rolled_back
+    ),
+    ("GET", "/api/v1/stacks/{stack_id}/state/diff"): Rule(V, 200, resource="state"),
+    ("GET", "/api/v1/stacks/{stack_id}/state/resources"): Rule(V, 200, resource="state"),
+    ("GET", "/api/v1/stacks/{stack_id}/state/outputs"): Rule(V, 200, resource="state"),
+    ("GET", "/api/v1/stacks/{stack_id}/state/lock"): Rule(V, 200, resource="state_locked"),
+    ("DELETE", "/api/v1/stacks/{stack_id}/state/lock"): Rule(
+        A, 200, resource="state_locked", effect=_state_unlocked
+    ),
+    ("POST", "/api/v1/stacks/{stack_id}/tokens"): Rule(
+        M, 201, resource="stack", body=lambda c: {"name": "matrix"}, effect=_stack_token_usable
+    ),
+    ("GET", "/api/v1/stacks/{stack_id}/tokens"): Rule(V, 200, resource="state_token"),
+    ("DELETE", "/api/v1/stacks/{stack_id}/tokens/{token_id}"): Rule(
+        M, 204, resource="state_token", effect=_stack_token_revoked
+    ),
     # audit
     ("GET", "/api/v1/audit"): Rule(V, 200, params={"limit": "200"}),
     ("GET", "/api/v1/audit/export"): Rule(V, 200, params={"format": "json"}),
 }
 
+# Routes of Terraform's http state backend. They authenticate with stack tokens over HTTP basic,
+# never with sessions or API tokens, so the matrix's callers all get 401 with a basic challenge
+# (test_state_protocol_refuses_every_matrix_caller); who may do what with stack tokens is
+# tests/integration/test_state_protocol.py and test_state_tokens.py.
+STATE_PROTOCOL = {
+    (method, path)
+    for path, methods in {
+        "/api/v1/state/{stack_id}": ("GET", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"),
+        "/api/v1/state/{stack_id}/lock": ("POST", "LOCK"),
+        "/api/v1/state/{stack_id}/unlock": ("POST", "UNLOCK"),
+    }.items()
+    for method in methods
+}
+
 MISSING_IDS = {
     "stack": "stk-00000000000000aa",
+    "state": "stk-00000000000000aa",
     "token": "tok-00000000000000aa",
     "run": "run-00000000000000aa",
 }
@@ -363,8 +518,8 @@ def test_matrix_covers_every_route(tmp_path):
         data_dir=tmp_path, secret_key="s" * 40, database_url=f"sqlite:///{tmp_path}/x.db"
     )
     routes = _app_routes(create_api(build_context(settings)))
-    assert routes - set(MATRIX) == set(), "routes without an RBAC matrix entry"
-    assert set(MATRIX) - routes == set(), "matrix entries for routes that no longer exist"
+    assert routes - set(MATRIX) - STATE_PROTOCOL == set(), "routes without an RBAC matrix entry"
+    assert (set(MATRIX) | STATE_PROTOCOL) - routes == set(), "matrix entries for routes that no longer exist"
 
 
 def _expected(rule: Rule, cell: Cell) -> int:
@@ -425,6 +580,20 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
                         )
                 elif rule.resource == "stack_approver":
                     cell.resource_id = world.stack(resource_org)["id"]
+                elif rule.resource in ("state", "state_locked"):
+                    cell.resource_id = make_state(world, resource_org, locked=rule.resource == "state_locked")
+                elif rule.resource == "state_token":
+                    cell.resource_id = world.stack(resource_org)["id"]
+                    with world.ctx.session() as s:
+                        public, _secret = state_tokens.create_token(
+                            s,
+                            world.ctx.auth.hasher,
+                            world.system(resource_org),
+                            cell.resource_id,
+                            "m",
+                            "read",
+                        )
+                    cell.token_id = public.id
                 if "{user_id}" in template:
                     cell.user_id = {"session": caller.id, "anonymous": None}.get(
                         caller.kind, world.user(Role.viewer, caller_org, login=False).id
@@ -446,6 +615,9 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
 
 def _call(client: TestClient, method: str, template: str, rule: Rule, cell: Cell, resource_id: str | None):
     path = template.replace("{user_id}", cell.user_id or "usr-00000000000000aa")
+    path = path.replace("{serial}", STATE_SERIAL)
+    if cell.token_id:
+        path = path.replace("{token_id}", cell.token_id)
     path = re.sub(r"\{[a-z_]+_id\}", resource_id or "", path).replace("{name}", "MATRIX_VAR")
     kwargs: dict[str, Any] = {"headers": cell.caller.headers}
     if rule.body is not None:
@@ -490,6 +662,28 @@ def _check_cell(client, method, template, rule: Rule, cell: Cell, markers: list[
             assert not leaked, f"org B's caller saw org A's data: {leaked}"
         if rule.effect is not None:
             rule.effect(cell, response)
+
+
+def test_state_protocol_refuses_every_matrix_caller(world, db_kind):
+    """Sessions and API tokens of any role, of this org or another, cannot use the state backend:
+    401 with the basic challenge Terraform understands, and nothing is written."""
+    org_b = world.new_org("org-b")
+    stack_id = make_state(world, world.org_id)
+    before = _state_rows(world, stack_id)
+    callers = [world.actor(kind, role, org) for kind, role in CALLERS for org in (world.org_id, org_b)]
+    events = world.audit_count()
+    with TestClient(world.app) as client:
+        for method, template in sorted(STATE_PROTOCOL):
+            path = template.replace("{stack_id}", stack_id)
+            for caller in callers:
+                client.cookies.clear()
+                response = client.request(
+                    method, path, headers=caller.headers, content=json.dumps(_state_body(2)).encode()
+                )
+                assert response.status_code == 401, (method, path, str(caller), response.text)
+                assert response.headers["www-authenticate"] == 'Basic realm="crucible"'
+    assert _state_rows(world, stack_id) == before
+    assert world.audit_count() == events
 
 
 def test_users_of_another_org_are_not_listed(world, as_actor):

@@ -267,3 +267,54 @@ def test_factory_builds_stores_and_names_the_choices(tmp_path):
     assert isinstance(fs, FilesystemObjectStore) and fs.root == tmp_path.resolve()
     with pytest.raises(ValueError, match="unknown object store 'gcs': use one of filesystem, s3"):
         build_object_store("gcs")
+
+
+# --------------------------------------------------------------------------- streaming (state files)
+
+
+def test_put_file_streams_a_file_in_and_iter_chunks_streams_it_out(store, tmp_path):
+    source = tmp_path / "big.tfstate"
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    source.write_bytes(data)
+    info = store.put_file("state/s/v1.tfstate", source)
+    assert info == ObjectInfo("state/s/v1.tfstate", len(data), hashlib.sha256(data).hexdigest())
+    assert source.read_bytes() == data  # the source is left alone
+    assert store.get("state/s/v1.tfstate") == data  # same format as put
+    chunks = list(store.iter_chunks("state/s/v1.tfstate", chunk_size=1024 * 1024))
+    assert [len(c) for c in chunks] == [1024 * 1024] * 3 + [17]
+    assert b"".join(chunks) == data
+    assert stray_files(store.root) == []
+
+
+def test_put_file_checks_the_expected_hash(store, tmp_path):
+    source = tmp_path / "s"
+    source.write_bytes(b"content")
+    assert store.put_file("k", source, hashlib.sha256(b"content").hexdigest()).size == 7
+    with pytest.raises(StorageError, match="changed while it was being stored"):
+        store.put_file("k2", source, hashlib.sha256(b"other").hexdigest())
+    assert not store.exists("k2") and stray_files(store.root) == []
+    with pytest.raises(StorageError, match="could not write object 'k3'"):
+        store.put_file("k3", tmp_path / "missing")
+
+
+def test_iter_chunks_opens_before_it_returns(store):
+    with pytest.raises(ObjectNotFound):
+        store.iter_chunks("missing")  # not on the first next()
+    store.put("k", b"payload")
+    object_file(store, "k").write_bytes(b"garbage")
+    with pytest.raises(ObjectCorrupted, match="header"):
+        store.iter_chunks("k")
+
+
+def test_iter_chunks_never_yields_the_last_chunk_of_corrupted_data(store):
+    data = b"A" * 5000
+    store.put("state/v", data)
+    path = object_file(store, "state/v")
+    blob = bytearray(path.read_bytes())
+    blob[HEADER_SIZE + 10] ^= 0x01  # damage the first chunk
+    path.write_bytes(bytes(blob))
+    received: list[bytes] = []
+    with pytest.raises(ObjectCorrupted, match="SHA-256"):
+        for chunk in store.iter_chunks("state/v", chunk_size=1000):
+            received.append(chunk)
+    assert len(received) == 4 and sum(map(len, received)) < len(data)
