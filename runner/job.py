@@ -36,6 +36,13 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 500
 KEEP_STEP_LINES = 20_000  # what an adapter may read back from its last plan step
 PLAN_FILE = "plan.bin"
+# Terraform merges files named *_override.tf over the configuration (see runner docs).
+BACKEND_OVERRIDE_FILE = "crucible_backend_override.tf"
+BACKEND_OVERRIDE = (
+    "# Written by Crucible for this run: the state lives in Crucible's state backend.\n"
+    "# The address and credentials come from the TF_HTTP_* environment variables.\n"
+    'terraform {\n  backend "http" {}\n}\n'
+)
 
 
 class LogPump:
@@ -145,6 +152,8 @@ class JobRunner:
         assert pump is not None
         adapter = self._adapter()
         ws = await self._prepare_workspace()
+        if job.state_address:
+            self._write_backend_override(ws.project_dir)
         ctx = ToolContext(
             project_dir=ws.project_dir,
             scratch=self.scratch,
@@ -185,6 +194,20 @@ class JobRunner:
                 await self._step(adapter, step, ctx)
             pump.info("applied")
             await self.port.finish_applying(job.run_id)
+
+    def _write_backend_override(self, project_dir: Path) -> None:
+        """State always lands in Crucible: an override file's backend block replaces whatever
+        backend the code declares (or adds one where it declares none); the TF_HTTP_* variables
+        in the job's env carry the address and this phase's token."""
+        path = project_dir / BACKEND_OVERRIDE_FILE
+        if path.exists() or path.is_symlink():
+            raise RunFailed(
+                f"the repository has a file named {BACKEND_OVERRIDE_FILE} in the project root; "
+                "Crucible writes that file to point the state at its backend: rename yours"
+            )
+        path.write_text(BACKEND_OVERRIDE)
+        assert self.pump is not None
+        self.pump.info(f"state: Crucible's state backend at {self.job.state_address}")
 
     def _adapter(self) -> ToolAdapter:
         try:

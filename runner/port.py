@@ -40,6 +40,12 @@ class InProcessPort:
         self.worker_id = worker_id
         self._postgres = ctx.engine.dialect.name == "postgresql"
         self._claimer: AsyncClaimer | None = None  # created on the first PostgreSQL claim
+        settings = ctx.settings
+        self.state_backend = execution.StateBackend(
+            url=settings.state_backend_url or settings.base_url,
+            hasher=ctx.auth.hasher,
+            token_seconds=settings.run_timeout_seconds,
+        )
 
     async def _tx(self, fn: Callable[[Session], T]) -> T:
         def call() -> T:
@@ -52,7 +58,9 @@ class InProcessPort:
         cap = self.ctx.settings.proposed_runs_per_stack
         if not self._postgres:
             return await self._tx(
-                lambda s: execution.claim(s, self.ctx.secret_box, self.worker_id, utcnow(), cap)
+                lambda s: execution.claim(
+                    s, self.ctx.secret_box, self.worker_id, utcnow(), cap, self.state_backend
+                )
             )
         claimer = self._queue_connection()
         await claimer.connect()  # before the clock is read (a no-op once connected)
@@ -60,7 +68,9 @@ class InProcessPort:
         if run_id is None:
             return None
         try:
-            return await self._tx(lambda s: execution.job_for(s, self.ctx.secret_box, run_id, utcnow()))
+            return await self._tx(
+                lambda s: execution.job_for(s, self.ctx.secret_box, run_id, utcnow(), self.state_backend)
+            )
         except Exception as exc:
             # The claim has committed: a run left preparing (or applying) would hold its stack
             # with nobody working on it until the reaper noticed.

@@ -32,6 +32,7 @@ from sqlalchemy.engine import URL
 
 from backend.queue.service import CLAIM_ARGS, claim_params
 from backend.queue.wakeup import CHANNEL, HANDOFF, libpq_conninfo
+from backend.runs import lifecycle as lc
 from backend.runs.execution import WAKE_STATUSES, Report
 from backend.timeutil import iso
 
@@ -66,7 +67,14 @@ WITH target AS (
            artifacts = (run.artifacts::jsonb || COALESCE(%(artifacts)s::jsonb, '{{}}'::jsonb))::json
       FROM target
      WHERE run.id = target.id
- RETURNING run.status
+ RETURNING run.status, run.worker_id
+), revoked AS (
+    -- The phase is over (the run ended, or waits for people): so are its state tokens.
+    UPDATE state_token
+       SET revoked_at = %(now)s
+      FROM moved
+     WHERE state_token.run_id = %(run_id)s AND state_token.revoked_at IS NULL
+       AND (moved.status = ANY(%(terminal)s) OR moved.worker_id IS NULL)
 )
 SELECT status, CASE WHEN status = ANY(%(wake)s) THEN pg_notify('{CHANNEL}', '{HANDOFF}') END FROM moved
 """
@@ -92,6 +100,7 @@ def report_params(run_id: str, worker_id: str, report: Report) -> dict[str, obje
         "targets": Jsonb(report.targets),
         "releases": list(report.releases),
         "wake": list(WAKE_STATUSES),
+        "terminal": sorted(s.value for s in lc.TERMINAL),
         "stamp": iso(report.now),
         "now": report.now,
     }

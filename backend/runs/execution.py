@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from argon2 import PasswordHasher
 from sqlmodel import Session, col, select
 
 from backend.crypto import SecretBox
@@ -25,6 +26,7 @@ from backend.runs.service import env_aad
 from backend.runs.state import apply_state, state_of
 from backend.stacks.models import Stack, StackVariable
 from backend.stacks.variables import variable_aad
+from backend.state import tokens
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,45 @@ class Job:
     env: dict[str, str]
     secrets: list[str]  # values to mask in every log line
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # OpenTofu/Terraform: the address of this stack's state in Crucible's state backend, which
+    # the env's TF_HTTP_* variables point at; the job runner adds a backend override file.
+    state_address: str | None = None
 
 
-def _job(session: Session, box: SecretBox, run: Run, phase: str) -> Job:
+# Tools whose state lives in Crucible's state backend (backend.state): the http backend.
+STATE_BACKEND_TOOLS = frozenset({"opentofu", "terraform"})
+
+
+@dataclass(frozen=True)
+class StateBackend:
+    """How a run reaches the state backend: the URL runners use for this server, the hasher its
+    short-lived run tokens are made with, and how long a phase may take (the run timeout)."""
+
+    url: str
+    hasher: PasswordHasher
+    token_seconds: float
+
+    def address(self, stack_id: str) -> str:
+        return f"{self.url.rstrip('/')}/api/v1/state/{stack_id}"
+
+
+def _state_env(session: Session, backend: StateBackend, run: Run) -> dict[str, str]:
+    """The TF_HTTP_* variables of Terraform's http backend, with a token for this phase only
+    (plan-only runs get one that can read and lock but not write)."""
+    _token_id, secret = tokens.issue_run_token(
+        session, backend.hasher, run, timeout_seconds=backend.token_seconds
+    )
+    address = backend.address(run.stack_id)
+    return {
+        "TF_HTTP_ADDRESS": address,
+        "TF_HTTP_LOCK_ADDRESS": address,
+        "TF_HTTP_UNLOCK_ADDRESS": address,
+        "TF_HTTP_USERNAME": run.stack_id,
+        "TF_HTTP_PASSWORD": secret,
+    }
+
+
+def _job(session: Session, box: SecretBox, run: Run, phase: str, state: StateBackend | None) -> Job:
     stack = session.get(Stack, run.stack_id)
     assert stack is not None  # runs cascade with their stack
     env: dict[str, str] = {}
@@ -66,6 +104,12 @@ def _job(session: Session, box: SecretBox, run: Run, phase: str) -> Job:
             if name in env and env[name] in secrets:
                 secrets.append(value)  # overriding a secret keeps it secret
             env[name] = value
+    state_address = None
+    if state is not None and stack.tool in STATE_BACKEND_TOOLS:
+        state_env = _state_env(session, state, run)  # Crucible's own wins over a stack variable
+        env.update(state_env)
+        secrets.append(state_env["TF_HTTP_PASSWORD"])
+        state_address = state_env["TF_HTTP_ADDRESS"]
     return Job(
         run_id=run.id,
         phase=phase,
@@ -84,18 +128,26 @@ def _job(session: Session, box: SecretBox, run: Run, phase: str) -> Job:
         env=env,
         secrets=secrets,
         artifacts=dict(run.artifacts or {}),
+        state_address=state_address,
     )
 
 
-def claim(session: Session, box: SecretBox, worker_id: str, now: datetime, proposed_cap: int) -> Job | None:
+def claim(
+    session: Session,
+    box: SecretBox,
+    worker_id: str,
+    now: datetime,
+    proposed_cap: int,
+    state: StateBackend | None = None,
+) -> Job | None:
     """The next job: a confirmed run to apply first (it holds its stack), else a queued run."""
     run = queue.claim_next(session, worker_id, now, proposed_cap)  # one round trip on PostgreSQL
     if run is None:
         return None
     if run.status == lc.RunStatus.applying.value:
-        return _job(session, box, run, "apply")
+        return _job(session, box, run, "apply", state)
     try:
-        return _job(session, box, run, "plan")
+        return _job(session, box, run, "plan", state)
     except Exception as exc:  # a variable that no longer decrypts: fail the run, not the worker
         apply_state(run, lc.fail(state_of(run), now, f"cannot prepare the run's variables: {exc}"), now)
         session.add(run)
@@ -107,7 +159,9 @@ def claim(session: Session, box: SecretBox, worker_id: str, now: datetime, propo
 _PHASES = {lc.RunStatus.applying.value: "apply", lc.RunStatus.preparing.value: "plan"}
 
 
-def job_for(session: Session, box: SecretBox, run_id: str, now: datetime) -> Job | None:
+def job_for(
+    session: Session, box: SecretBox, run_id: str, now: datetime, state: StateBackend | None = None
+) -> Job | None:
     """The job of a run already claimed (``backend.queue.async_claim``): apply for an applying
     run, plan for a preparing one. None if the run is no longer in either (canceled meanwhile),
     or if its job cannot be built (a variable that no longer decrypts): then the run fails with
@@ -116,7 +170,7 @@ def job_for(session: Session, box: SecretBox, run_id: str, now: datetime) -> Job
     if run is None or run.status not in _PHASES:
         return None
     try:
-        return _job(session, box, run, _PHASES[run.status])
+        return _job(session, box, run, _PHASES[run.status], state)
     except Exception as exc:
         apply_state(run, lc.fail(state_of(run), now, f"cannot prepare the run's variables: {exc}"), now)
         session.add(run)
@@ -138,6 +192,8 @@ def _save(session: Session, run: Run, new_state: lc.RunState, now: datetime) -> 
     apply_state(run, new_state, now)
     run.heartbeat_at = now
     session.add(run)
+    if new_state.is_terminal or run.worker_id is None:  # the phase is over: so are its tokens
+        tokens.revoke_run_tokens(session, run.id)
     if new_state.is_terminal or new_state.status == lc.RunStatus.confirmed:
         wakeup.notify(session)  # the stack is free, or the run is ready to apply
     return new_state.status.value
@@ -330,6 +386,8 @@ def heartbeat(session: Session, worker_id: str, run_ids: list[str], now: datetim
 def reap(session: Session, now: datetime, timeout: timedelta) -> list[tuple[str, str | None]]:
     """Fail runs whose worker stopped heartbeating; returns (run id, worker id) pairs."""
     stale = queue.reap_stale(session, now, timeout)
+    for run in stale:
+        tokens.revoke_run_tokens(session, run.id)
     if stale:
         wakeup.notify(session)
     return [(r.id, r.worker_id) for r in stale]
@@ -346,6 +404,7 @@ def fail_runs_of_dead_workers(session: Session, now: datetime, dead: set[str]) -
         reason = f"worker {run.worker_id} stopped (the server restarted) while the run was {run.status}"
         apply_state(run, lc.fail(state_of(run), now, reason), now)
         session.add(run)
+        tokens.revoke_run_tokens(session, run.id)
     if runs:
         wakeup.notify(session)
     return [r.id for r in runs]

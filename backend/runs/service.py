@@ -23,6 +23,7 @@ from backend.runs.state import apply_state, state_of
 from backend.stacks.approvers import approver_stacks
 from backend.stacks.models import Stack
 from backend.stacks.service import load_stack
+from backend.state import tokens
 from backend.timeutil import iso, new_id, utcnow
 
 MAX_PAGE = 200
@@ -199,6 +200,8 @@ def _transition(
     now = utcnow()
     apply_state(run, new_state, now)
     session.add(run)
+    if new_state.is_terminal:  # e.g. force-canceled: its worker's state token dies with it
+        tokens.revoke_run_tokens(session, run.id)
     try:
         session.flush()
     except IntegrityError:
