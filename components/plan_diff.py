@@ -1,7 +1,8 @@
 """The plan diff on the run page: resources grouped by action, attributes before → after.
 
 Native <details> elements fold each resource and each long value, so expanding costs no
-round-trip to the server.
+round-trip to the server. The stack page's State tab renders state diffs (the same shape) with
+its own wording: pass ``labels`` (action → group heading) and no ``download_url``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _attribute(a) -> rx.Component:
     )
 
 
-def _resource(r) -> rx.Component:
+def _resource(r, more: str = " more attributes: download the plan JSON") -> rx.Component:
     return rx.el.details(
         rx.el.summary(
             rx.hstack(
@@ -97,7 +98,7 @@ def _resource(r) -> rx.Component:
             ),
             rx.cond(
                 r.hidden_attrs > 0,
-                rx.text(r.hidden_attrs, " more attributes: download the plan JSON", size="1"),
+                rx.text(r.hidden_attrs, more, size="1"),
             ),
             padding_left="1.6em",
             padding_bottom="0.5rem",
@@ -106,7 +107,21 @@ def _resource(r) -> rx.Component:
     )
 
 
-def plan_diff(groups, hidden_resources, download_url) -> rx.Component:
+# What a state diff calls each group: the same actions, described as changes between versions.
+STATE_LABELS = {"create": "added", "update": "changed", "delete": "removed"}
+
+
+def plan_diff(
+    groups,
+    hidden_resources,
+    download_url=None,
+    labels: dict[str, str] | None = None,
+    more_attributes: str = " more attributes: download the plan JSON",
+) -> rx.Component:
+    """``labels`` overrides the group headings (e.g. STATE_LABELS); without ``download_url``
+    there is no plan download link; ``more_attributes`` ends the "N more attributes" note."""
+    headings = {k: (labels or {}).get(k, v[2]) for k, v in ACTION_STYLE.items()}
+
     def group(g) -> rx.Component:
         return rx.vstack(
             rx.hstack(
@@ -114,14 +129,16 @@ def plan_diff(groups, hidden_resources, download_url) -> rx.Component:
                 rx.text(
                     g.count,
                     " ",
-                    rx.match(g.action, *[(k, v[2]) for k, v in ACTION_STYLE.items()], g.action),
+                    rx.match(g.action, *headings.items(), g.action),
                     weight="bold",
                     size="2",
                 ),
                 align="center",
                 spacing="1",
             ),
-            rx.vstack(rx.foreach(g.resources, _resource), spacing="0", width="100%"),
+            rx.vstack(
+                rx.foreach(g.resources, lambda r: _resource(r, more_attributes)), spacing="0", width="100%"
+            ),
             spacing="1",
             width="100%",
             custom_attrs={"data-testid": "plan-group", "data-action": g.action},
@@ -141,7 +158,9 @@ def plan_diff(groups, hidden_resources, download_url) -> rx.Component:
             size="2",
             is_external=True,
             custom_attrs=testid("plan-download"),
-        ),
+        )
+        if download_url is not None
+        else rx.fragment(),
         spacing="3",
         width="100%",
         custom_attrs=testid("plan-diff"),

@@ -22,8 +22,11 @@ from backend.timeutil import iso
 from state.base import AuthState, SessionExpired
 from state.helpers import exact, relative, run_db
 from state.runs import RunRow, run_row
+from state.stack_state import STATE_TOOLS, StackStateState
 
 PAGE_SIZE = 25
+# The stack page's tabs (?tab=...); "state" only for tools that keep Terraform state.
+TABS = ("overview", "state")
 TOOLS = [t.value for t in Tool]
 RUNNERS = [r.value for r in RunnerKind]
 ALL = "all"
@@ -261,14 +264,37 @@ class StackDetailState(AuthState):
     delete_open: bool = False
     delete_confirm: str = ""
     deleting: bool = False
+    tab: str = "overview"
 
     @rx.var
     def delete_enabled(self) -> bool:
         return self.delete_confirm == self.stack.name and not self.deleting
 
+    @rx.var
+    def has_state_tab(self) -> bool:
+        return self.stack.tool in STATE_TOOLS
+
+    def _tab_from_url(self) -> str:
+        wanted = self.router.url.query_parameters.get("tab", "overview")
+        return wanted if wanted in TABS else "overview"
+
+    @rx.event
+    def set_tab(self, value: str):
+        """Tabs live in the URL (?tab=state): reloads and shared links land on the same tab."""
+        if value not in TABS or (value == "state" and not self.has_state_tab):
+            value = "overview"
+        changed = value != self.tab
+        self.tab = value
+        url = f"/stacks/{self.stack.id}?{urlencode({'tab': value})}"
+        events = [rx.call_script(f"window.history.replaceState(null, '', {url!r})")]
+        if changed and value == "state":
+            events.append(StackStateState.load)
+        return events
+
     @rx.event
     async def load(self):
         self.loading, self.not_found, self.delete_open, self.delete_confirm = True, False, False, ""
+        self.tab = self._tab_from_url()
         # Never show the previous stack while loading.
         self.stack, self.activity, self.recent_runs, self.variables = StackRow(), [], [], []
         self.approvers, self.approver_candidates = [], []
@@ -310,6 +336,12 @@ class StackDetailState(AuthState):
             for e in events
         ]
         self.loading = False
+        if self.tab == "state":
+            if not self.has_state_tab:  # e.g. an Ansible stack: it keeps no Terraform state
+                self.tab = "overview"
+                return None
+            return StackStateState.load
+        return None
 
     @rx.event
     def set_var_field(self, field: str, value):

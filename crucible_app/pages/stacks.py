@@ -15,6 +15,7 @@ from components.layout import (
     typed_delete_dialog,
 )
 from components.runs import runs_table, status_badge
+from crucible_app.pages.stack_state import state_tab
 from crucible_app.pages.trigger_run import trigger_run_dialog
 from state.runs import TriggerRunState
 from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
@@ -431,6 +432,26 @@ def _recent_runs() -> rx.Component:
     )
 
 
+def _tabs(overview: rx.Component) -> rx.Component:
+    """Tabs whose selection lives in the URL (?tab=state). Only tabs that work are shown."""
+    s = StackDetailState
+    return rx.tabs.root(
+        rx.tabs.list(
+            rx.tabs.trigger("Overview", value="overview", custom_attrs=testid("stack-tab-overview")),
+            rx.cond(
+                s.has_state_tab,
+                rx.tabs.trigger("State", value="state", custom_attrs=testid("stack-tab-state")),
+            ),
+            custom_attrs=testid("stack-tabs"),
+        ),
+        rx.tabs.content(overview, value="overview", padding_top="1rem"),
+        rx.tabs.content(state_tab(s.stack.id), value="state", padding_top="1rem"),
+        value=s.tab,
+        on_change=s.set_tab,
+        width="100%",
+    )
+
+
 def stack_detail_page() -> rx.Component:
     s = StackDetailState
     actions = rx.hstack(
@@ -561,14 +582,20 @@ def stack_detail_page() -> rx.Component:
                         custom_attrs=testid("stack-description"),
                     ),
                 ),
-                _recent_runs(),
-                overview,
-                rx.grid(
-                    _variables(),
-                    _approvers(),
-                    columns=rx.breakpoints(initial="1", md="2"),
-                    spacing="4",
-                    width="100%",
+                _tabs(
+                    rx.vstack(
+                        _recent_runs(),
+                        overview,
+                        rx.grid(
+                            _variables(),
+                            _approvers(),
+                            columns=rx.breakpoints(initial="1", md="2"),
+                            spacing="4",
+                            width="100%",
+                        ),
+                        width="100%",
+                        spacing="4",
+                    )
                 ),
                 width="100%",
                 spacing="4",
