@@ -49,6 +49,7 @@ bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/runner.py
+	$(BIN)/python bench/state.py
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
