@@ -186,7 +186,9 @@ def api(as_actor, admin):
 def fake_tofu_path(fake_bin: Path) -> str:
     bin_dir = fake_bin
     script = bin_dir / "tofu"
-    script.write_text(FAKE_TOFU.format(python=sys.executable, plan_fixture=str(PLAN_FIXTURE)))
+    # A copy next to it: the sandbox hides the host's /tmp, where a checkout may live.
+    plan = shutil.copy(PLAN_FIXTURE, bin_dir / "plan.json")
+    script.write_text(FAKE_TOFU.format(python=sys.executable, plan_fixture=str(plan)))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
 
