@@ -703,22 +703,21 @@ class StackStateState(AuthState):
         address, offset = self.address_filter or None, self.resources_offset
 
         def _q(s):
-            # Built and sliced here, in the worker thread: only one page reaches the state.
-            nonlocal type_filter
-            types = outputs = None
-            listed = None
-            if with_types:
-                listed = service.resources(s, objects, principal, stack_id, serial)
-                types = sorted({r["type"] for r in listed["data"]})
-                outputs = service.outputs(s, objects, principal, stack_id, serial)
-                if type_filter not in types:
-                    type_filter = None  # that type is not in this version
-            if listed is None or type_filter or address:
-                listed = service.resources(s, objects, principal, stack_id, serial, type_filter, address)
-            data = listed["data"]
-            start = min(offset, max(0, len(data) - 1)) // RESOURCES_PAGE * RESOURCES_PAGE
-            rows = [resource_row(r) for r in data[start : start + RESOURCES_PAGE]]
-            return listed["serial"], types, outputs, type_filter, rows, len(data), start
+            # One page from the server: only that page's rows are built and reach the state.
+            def page(type_: str | None, at: int) -> dict:
+                return service.resources(
+                    s, objects, principal, stack_id, serial, type_, address, offset=at, limit=RESOURCES_PAGE
+                )
+
+            used_type, listed = type_filter, page(type_filter, offset)
+            if type_filter and type_filter not in listed["types"]:  # that type is not in this version
+                used_type, listed = None, page(None, 0)
+            if listed["offset"] and not listed["data"] and listed["count"]:  # past the end: last page
+                listed = page(used_type, (listed["count"] - 1) // RESOURCES_PAGE * RESOURCES_PAGE)
+            types = listed["types"] if with_types else None
+            outputs = service.outputs(s, objects, principal, stack_id, serial) if with_types else None
+            rows = [resource_row(r) for r in listed["data"]]
+            return listed["serial"], types, outputs, used_type, rows, listed["count"], listed["offset"]
 
         try:
             used, types, outputs, used_type, rows, count, start = await run_db(_q, readonly=True)

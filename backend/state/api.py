@@ -185,10 +185,21 @@ def resources(
     serial: OptionalSerial = None,
     type: Annotated[str | None, Query(max_length=200, description="Resource type, e.g. aws_instance")] = None,
     address: Annotated[str | None, Query(max_length=1000, description="Address substring")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Instances per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     with ctx.session(readonly=True) as s:
         return service.resources(
-            s, ctx.objects, principal, stack_id, serial, type, address, limits=_limits(ctx)
+            s,
+            ctx.objects,
+            principal,
+            stack_id,
+            serial,
+            type,
+            address,
+            offset=offset,
+            limit=limit,
+            limits=_limits(ctx),
         )
 
 

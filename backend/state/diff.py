@@ -852,11 +852,24 @@ def list_resources(
                          "folded": false, "preview": null}, ...],    # null attributes left out
          "attr_count": 23}
     """
+    return resource_page(state, type_filter, address_filter)["data"]
+
+
+def resource_page(
+    state: Any,
+    type_filter: str | None = None,
+    address_filter: str | None = None,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """One page of ``list_resources`` from a single parse: ``{"data": [entry...], "count": the
+    instances that match, "types": every type in the state}``. Attribute rows are built for the
+    page only, which is what keeps a 10,000-instance state quick to browse."""
     parsed = _load(state)
-    scrub = _state_scrubber(parsed)
     wanted_type = (type_filter or "").strip()
     needle = (address_filter or "").strip().casefold()
-    out = []
+    matching = []
     for inst in sorted(parsed.instances.values(), key=_order):
         if wanted_type:
             if wanted_type.endswith("*"):
@@ -866,6 +879,11 @@ def list_resources(
                 continue
         if needle and needle not in inst.address.casefold():
             continue
+        matching.append(inst)
+    page = matching[offset:] if limit is None else matching[offset : offset + limit]
+    scrub = _state_scrubber(parsed) if page else None
+    out = []
+    for inst in page:
         rows = _value_rows(inst.attributes, inst.marks, scrub)
         out.append(
             {
@@ -887,7 +905,8 @@ def list_resources(
                 "attr_count": len(rows),
             }
         )
-    return out
+    types = sorted({inst.type for inst in parsed.instances.values()})
+    return {"data": out, "count": len(matching), "types": types}
 
 
 def resource_types(state: Any) -> list[str]:

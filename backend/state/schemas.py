@@ -103,7 +103,9 @@ class VersionsPublic(BaseModel):
 class StateResources(BaseModel):
     serial: int
     data: list[dict[str, Any]]
-    count: int
+    count: int  # instances that match the filters (``data`` is one page of them)
+    offset: int
+    types: list[str]  # every resource type in the version
 
 
 class StateOutputs(BaseModel):

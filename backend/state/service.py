@@ -37,6 +37,7 @@ from backend.auth.models import Role
 from backend.auth.principal import Principal
 from backend.errors import Conflict, NotFound, ServiceError
 from backend.stacks.service import load_stack
+from backend.state import diff as state_diff
 from backend.state import tokens
 from backend.state.models import StateHead, StateLock, StateVersion
 from backend.state.parse import InvalidState, StateSummary, rewrite_serial, validate_state_bytes
@@ -640,19 +641,10 @@ def _load_state(objects: ObjectStore, version: StateVersion, max_bytes: int, doi
     return doc
 
 
-def _diff_module():
-    try:
-        from backend.state import diff
-    except ImportError:  # pragma: no cover - shipped together
-        raise ServiceError("state diffs are not available in this build") from None
-    return diff
-
-
 def _readable(fn: Callable[[], Any]) -> Any:
-    diff = _diff_module()
     try:
         return fn()
-    except diff.StateFormatError as exc:
+    except state_diff.StateFormatError as exc:
         raise StateNotReadable(f"the state cannot be shown: {exc}") from None
 
 
@@ -684,7 +676,7 @@ def diff_versions(
         ).first()
     old_doc = _load_state(objects, old, max_bytes, "a diff") if old is not None else None
     new_doc = _load_state(objects, new, max_bytes, "a diff")
-    result = dict(_readable(lambda: _diff_module().diff_states(old_doc, new_doc)))
+    result = dict(_readable(lambda: state_diff.diff_states(old_doc, new_doc)))
     result["from_serial"] = old.serial if old is not None else None
     result["to_serial"] = new.serial
     return result
@@ -699,17 +691,23 @@ def resources(
     type_filter: str | None = None,
     address_filter: str | None = None,
     *,
+    offset: int = 0,
+    limit: int | None = None,
     limits: Limits | None = None,
 ) -> dict[str, Any]:
-    """``{"serial", "data": [resource...], "count"}`` of a version (default: current)."""
+    """``{"serial", "data": [resource...], "count", "offset", "types"}`` of a version (default:
+    current): one page of the instances that match (``count`` of them in all), and every
+    resource type in the version, for a filter."""
     principal.require(Role.viewer, "viewing state resources")
     load_stack(session, principal, stack_id)
     version = _chosen(session, stack_id, serial)
     doc = _load_state(objects, version, _limits(limits).in_memory_max_bytes, "listing resources")
-    data = list(
-        _readable(lambda: _diff_module().list_resources(doc, type_filter or None, address_filter or None))
+    page = _readable(
+        lambda: state_diff.resource_page(
+            doc, type_filter or None, address_filter or None, offset=offset, limit=limit
+        )
     )
-    return {"serial": version.serial, "data": data, "count": len(data)}
+    return {"serial": version.serial, "offset": offset, **page}
 
 
 def outputs(
@@ -739,7 +737,7 @@ def outputs_of(
     load_stack(session, principal, stack_id)
     version = _chosen(session, stack_id, serial)
     doc = _load_state(objects, version, _limits(limits).in_memory_max_bytes, "listing outputs")
-    return version.serial, list(_readable(lambda: _diff_module().list_outputs(doc)))
+    return version.serial, list(_readable(lambda: state_diff.list_outputs(doc)))
 
 
 def lock_status(session: Session, principal: Principal, stack_id: str) -> LockStatus:

@@ -306,6 +306,15 @@ def test_resources_and_outputs_of_a_version(tf, viewer_api, stack_id):
     assert [r["address"] for r in workers["data"]] == [f"terraform_data.worker[{i}]" for i in range(3)]
     old = viewer_api.get(f"{base(stack_id)}/resources", params={"serial": 10}).json()
     assert old["serial"] == 10
+    # Paged: the same order, a page at a time, with every type for the filter each time.
+    pages = [
+        viewer_api.get(f"{base(stack_id)}/resources", params={"limit": 4, "offset": o}).json()
+        for o in (0, 4, 8)
+    ]
+    assert [len(p["data"]) for p in pages] == [4, 4, 3] and {p["count"] for p in pages} == {11}
+    assert [r["address"] for p in pages for r in p["data"]] == [r["address"] for r in listed["data"]]
+    assert pages[0]["types"] == sorted({r["type"] for r in listed["data"]})
+    assert viewer_api.get(f"{base(stack_id)}/resources", params={"limit": 0}).status_code == 422
 
     outputs = viewer_api.get(f"{base(stack_id)}/outputs")
     assert outputs.status_code == 200
