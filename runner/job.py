@@ -208,6 +208,12 @@ class JobRunner:
         path.write_text(BACKEND_OVERRIDE)
         assert self.pump is not None
         self.pump.info(f"state: Crucible's state backend at {self.job.state_address}")
+        if self.job.runner == "docker" and self.settings.docker_network == "none":
+            self.pump.info(
+                "WARNING: the Docker runner has no network (CRUCIBLE_DOCKER_NETWORK=none), so the tool "
+                "cannot reach the state backend: set CRUCIBLE_DOCKER_NETWORK=host (or a network that "
+                "reaches this server) and CRUCIBLE_STATE_BACKEND_URL to an address containers resolve"
+            )
 
     def _adapter(self) -> ToolAdapter:
         try:
