@@ -19,6 +19,7 @@ from backend.context import AppContext
 from backend.errors import FieldError, ServiceError, TooManyRequests
 from backend.ops.api import router as ops_router
 from backend.ops.middleware import BodyLimit, Metrics, ObservabilityMiddleware
+from backend.policies.api import router as policies_router
 from backend.runs.api import router as runs_router
 from backend.stacks.api import router as stacks_router
 from backend.state.api import router as state_router
@@ -64,6 +65,7 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
     app.include_router(runs_router, prefix=API_PREFIX)
     app.include_router(state_router, prefix=API_PREFIX)
     app.include_router(state_protocol_router, prefix=API_PREFIX)
+    app.include_router(policies_router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(ops_router)
 
@@ -126,7 +128,8 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
 
 def _body_limits(ctx: AppContext) -> list[BodyLimit]:
     """Routes allowed past CRUCIBLE_MAX_REQUEST_BYTES: Terraform state uploads (streamed to disk
-    by the route itself) and the admins' REST upload (read into memory, so its own cap)."""
+    by the route itself), the admins' REST upload (read into memory, so its own cap) and policy
+    evaluation (its input is a whole plan JSON)."""
     return [
         BodyLimit(
             path=re.compile(rf"{API_PREFIX}/state/[^/]+/?"),
@@ -140,5 +143,11 @@ def _body_limits(ctx: AppContext) -> list[BodyLimit]:
             methods=frozenset({"POST"}),
             max_bytes=ctx.settings.state_in_memory_max_bytes,
             setting="CRUCIBLE_STATE_IN_MEMORY_MAX_BYTES",
+        ),
+        BodyLimit(
+            path=re.compile(rf"{API_PREFIX}/policies/evaluate/?"),
+            methods=frozenset({"POST"}),
+            max_bytes=ctx.settings.policy_input_max_bytes,
+            setting="CRUCIBLE_POLICY_INPUT_MAX_BYTES",
         ),
     ]

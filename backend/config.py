@@ -88,6 +88,30 @@ class Settings(BaseSettings):
     docker_cpus: float = Field(default=2.0, gt=0, le=256)
     docker_pids_limit: int = Field(default=1024, ge=16)
     runner_image: str = "crucible-runner:current"
+    # Policies (docs/policies.md). "auto": the OPA server when CRUCIBLE_OPA_URL is set, else the
+    # best embedded engine installed (opa-eval, then regopy).
+    policy_engine: Literal["auto", "opa-eval", "regopy", "opa-server"] = "auto"
+    opa_url: str | None = Field(default=None, description="OPA server URL, e.g. http://opa:8181.")
+    opa_token: SecretStr | None = Field(default=None, description="Bearer token for the OPA server.")
+    policy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Evaluation requests carry a whole plan JSON as input: their own body limit.
+    policy_input_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+
+    @field_validator("opa_url")
+    @classmethod
+    def _check_opa_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as http://opa:8181")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_policy_engine(self) -> Settings:
+        if self.policy_engine == "opa-server" and not self.opa_url:
+            raise ValueError("CRUCIBLE_OPA_URL: required when CRUCIBLE_POLICY_ENGINE=opa-server")
+        return self
 
     @field_validator("docker_network")
     @classmethod

@@ -2,6 +2,7 @@
 
 from backend.audit.models import AuditEvent
 from backend.auth.models import ApiToken, Membership, Organization, User, UserSession
+from backend.policies.models import Policy, PolicyLabel, PolicyVersion, StackPolicy
 from backend.runs.models import Run, RunLogChunk
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
 from backend.state.models import StateHead, StateLock, StateToken, StateVersion
@@ -11,11 +12,15 @@ __all__ = [
     "AuditEvent",
     "Membership",
     "Organization",
+    "Policy",
+    "PolicyLabel",
+    "PolicyVersion",
     "Run",
     "RunLogChunk",
     "Stack",
     "StackApprover",
     "StackLabel",
+    "StackPolicy",
     "StackVariable",
     "StateHead",
     "StateLock",

@@ -29,6 +29,7 @@ from backend.api import create_api
 from backend.auth.models import ApiToken, Membership, Role
 from backend.config import load_settings
 from backend.context import build_context
+from backend.policies.models import Policy, PolicyLabel, PolicyVersion, StackPolicy
 from backend.runs.lifecycle import RunStatus
 from backend.runs.models import Run
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
@@ -55,6 +56,7 @@ class Cell:
     resource_id: str | None = None
     user_id: str | None = None  # the {user_id} in the path: the caller, or a user of its org
     token_id: str | None = None  # the {token_id} of a stack token (resource "state_token")
+    policy_id: str | None = None  # the {policy_id} under a stack (resources "stack_policy*")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class Rule:
     # The {id} in the path, created per cell: "stack", "stack_var" (a stack with variable X),
     # "token", "run:<status>" (a run in that status; "run:planned" also has a plan JSON),
     # "state" (a stack with state version serial 1), "state_locked" (the same, locked) or
-    # "state_token" (a stack with a stack token, the {token_id}).
+    # "state_token" (a stack with a stack token, the {token_id}), "policy", "stack_policy" (a
+    # stack with a policy attached, the {policy_id}) or "stack_and_policy" (a stack, and an
+    # unattached policy of the caller's org).
     resource: str | None = None
     body: Callable[[Cell], dict[str, Any]] | None = None
     params: dict[str, str] | None = None
@@ -203,6 +207,14 @@ def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
         return _state_rows(cell.world, cell.resource_id)
     if kind == "stack":
         return _stack_row(cell.world, cell.resource_id)
+    if kind == "policy":
+        return _policy_rows(cell.world, cell.resource_id)
+    if kind in ("stack_policy", "stack_and_policy"):
+        return {
+            "stack": _stack_row(cell.world, cell.resource_id),
+            "attachments": _attachments(cell.world, cell.resource_id),
+            "policy": _policy_rows(cell.world, cell.policy_id),
+        }
     if kind == "stack_approver":
         return {
             "stack": _stack_row(cell.world, cell.resource_id),
@@ -365,6 +377,97 @@ def _approver_removed(cell: Cell, _response) -> None:
     assert _approvers(cell.world, cell.resource_id) == []
 
 
+MATRIX_POLICY = 'package crucible\n\ndeny contains "matrix says no" if input.no\n'
+
+
+def make_policy(world, org_id: str) -> str:
+    """A policy at version 1 (written directly: the matrix is about access)."""
+    now = utcnow()
+    policy = Policy(
+        id=new_id("pol"),
+        org_id=org_id,
+        name=f"matrix-{world._n()}",
+        type="post_plan",
+        body=MATRIX_POLICY,
+        created_at=now,
+        updated_at=now,
+    )
+    with world.ctx.session() as s:
+        s.add(policy)
+        s.flush()
+        s.add(PolicyVersion(policy_id=policy.id, version=1, body=policy.body, type=policy.type))
+    return policy.id
+
+
+def _setup_policy_cell(world, cell: Cell, kind: str) -> None:
+    if kind == "policy":
+        cell.resource_id = make_policy(world, cell.resource_org)
+        return
+    cell.resource_id = world.stack(cell.resource_org)["id"]
+    if kind == "stack_and_policy":
+        cell.policy_id = make_policy(world, cell.caller_org)
+        return
+    cell.policy_id = make_policy(world, cell.resource_org)
+    with world.ctx.session() as s:
+        s.add(StackPolicy(stack_id=cell.resource_id, policy_id=cell.policy_id))
+
+
+def _policy_rows(world, policy_id: str | None) -> dict[str, Any] | None:
+    with world.ctx.session() as s:
+        row = s.get(Policy, policy_id) if policy_id else None
+        if row is None:
+            return None
+        versions = s.exec(select(PolicyVersion).where(PolicyVersion.policy_id == policy_id)).all()
+        labels = s.exec(select(PolicyLabel.label).where(PolicyLabel.policy_id == policy_id)).all()
+        return {
+            **row.model_dump(),
+            "versions": sorted(str(v.model_dump()) for v in versions),
+            "labels": sorted(labels),
+        }
+
+
+def _attachments(world, stack_id: str) -> list[str]:
+    with world.ctx.session() as s:
+        return sorted(s.exec(select(StackPolicy.policy_id).where(StackPolicy.stack_id == stack_id)).all())
+
+
+def _new_policy_body(cell: Cell) -> dict[str, Any]:
+    return {"name": f"matrix-new-{cell.world._n()}", "type": "post_plan", "body": MATRIX_POLICY}
+
+
+def _policy_created_in_caller_org(cell: Cell, response) -> None:
+    row = _policy_rows(cell.world, response.json()["id"])
+    assert row is not None and row["org_id"] == cell.caller_org and len(row["versions"]) == 1
+
+
+def _policy_patched(cell: Cell, response) -> None:
+    assert response.json()["description"] == "patched by the matrix" and response.json()["version"] == 2
+    row = _policy_rows(cell.world, cell.resource_id)
+    assert row["description"] == "patched by the matrix" and len(row["versions"]) == 2
+
+
+def _policy_deleted(cell: Cell, _response) -> None:
+    assert _policy_rows(cell.world, cell.resource_id) is None
+
+
+def _policy_attached(cell: Cell, response) -> None:
+    assert response.json()["policy_id"] == cell.policy_id and response.json()["via"] == ["direct"]
+    assert _attachments(cell.world, cell.resource_id) == [cell.policy_id]
+
+
+def _policy_detached(cell: Cell, _response) -> None:
+    assert _attachments(cell.world, cell.resource_id) == []
+    assert _policy_rows(cell.world, cell.policy_id) is not None
+
+
+def _stack_policies_listed(cell: Cell, response) -> None:
+    assert [p["policy_id"] for p in response.json()["data"]] == [cell.policy_id]
+
+
+def _policy_evaluated(cell: Cell, response) -> None:
+    assert response.json()["deny"] == ["matrix says no"]
+
+
 V, M, A = Role.viewer, Role.member, Role.admin
 MATRIX: dict[tuple[str, str], Rule] = {
     # public
@@ -472,6 +575,36 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/stacks/{stack_id}/tokens/{token_id}"): Rule(
         M, 204, resource="state_token", effect=_stack_token_revoked
     ),
+    # policies
+    ("GET", "/api/v1/policies"): Rule(V, 200, params={"limit": "200"}),
+    ("POST", "/api/v1/policies"): Rule(A, 201, body=_new_policy_body, effect=_policy_created_in_caller_org),
+    ("POST", "/api/v1/policies/evaluate"): Rule(
+        M, 200, body=lambda c: {"body": MATRIX_POLICY, "input": {"no": True}}, effect=_policy_evaluated
+    ),
+    ("GET", "/api/v1/policies/{policy_id}"): Rule(V, 200, resource="policy"),
+    ("PUT", "/api/v1/policies/{policy_id}"): Rule(
+        A,
+        200,
+        resource="policy",
+        body=lambda c: {"description": "patched by the matrix"},
+        effect=_policy_patched,
+    ),
+    ("DELETE", "/api/v1/policies/{policy_id}"): Rule(A, 204, resource="policy", effect=_policy_deleted),
+    ("GET", "/api/v1/policies/{policy_id}/versions"): Rule(V, 200, resource="policy"),
+    ("GET", "/api/v1/policies/{policy_id}/versions/{version}"): Rule(V, 200, resource="policy"),
+    ("GET", "/api/v1/stacks/{stack_id}/policies"): Rule(
+        V, 200, resource="stack_policy", effect=_stack_policies_listed
+    ),
+    ("POST", "/api/v1/stacks/{stack_id}/policies"): Rule(
+        A,
+        201,
+        resource="stack_and_policy",
+        body=lambda c: {"policy_id": c.policy_id},
+        effect=_policy_attached,
+    ),
+    ("DELETE", "/api/v1/stacks/{stack_id}/policies/{policy_id}"): Rule(
+        A, 204, resource="stack_policy", effect=_policy_detached
+    ),
     # audit
     ("GET", "/api/v1/audit"): Rule(V, 200, params={"limit": "200"}),
     ("GET", "/api/v1/audit/export"): Rule(V, 200, params={"format": "json"}),
@@ -496,6 +629,7 @@ MISSING_IDS = {
     "state": "stk-00000000000000aa",
     "token": "tok-00000000000000aa",
     "run": "run-00000000000000aa",
+    "policy": "pol-00000000000000aa",
 }
 
 
@@ -605,6 +739,8 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
                     cell.resource_id = make_run(world, resource_org, rule.resource.split(":", 1)[1])
                 elif rule.resource == "token":
                     cell.resource_id = world.token(Role.viewer, resource_org).id
+                if rule.resource in ("policy", "stack_policy", "stack_and_policy"):
+                    _setup_policy_cell(world, cell, rule.resource)
                 label = f"{scope:5} {caller!s:15}"
                 try:
                     _check_cell(client, method, template, rule, cell, markers)
@@ -618,6 +754,9 @@ def _call(client: TestClient, method: str, template: str, rule: Rule, cell: Cell
     path = path.replace("{serial}", STATE_SERIAL)
     if cell.token_id:
         path = path.replace("{token_id}", cell.token_id)
+    if cell.policy_id:
+        path = path.replace("{policy_id}", cell.policy_id)
+    path = path.replace("{version}", "1")
     path = re.sub(r"\{[a-z_]+_id\}", resource_id or "", path).replace("{name}", "MATRIX_VAR")
     kwargs: dict[str, Any] = {"headers": cell.caller.headers}
     if rule.body is not None:
