@@ -50,6 +50,7 @@ bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/runner.py
 	$(BIN)/python bench/state.py
+	$(BIN)/python bench/policy.py
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
