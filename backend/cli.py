@@ -40,6 +40,15 @@ def _settings():
     return settings
 
 
+def _local_state_backend(port: int) -> None:
+    """The embedded worker's runs reach the state backend on this very server. Unless the
+    operator said where it is (CRUCIBLE_STATE_BACKEND_URL or CRUCIBLE_BASE_URL), that is the
+    port this command listens on, over loopback: the default base URL names port 3000, which
+    is wrong for `--port 3300`."""
+    if not os.environ.get("CRUCIBLE_STATE_BACKEND_URL") and not os.environ.get("CRUCIBLE_BASE_URL"):
+        os.environ["CRUCIBLE_STATE_BACKEND_URL"] = f"http://127.0.0.1:{port}"
+
+
 def _prepare():
     """Settings → migrations → context → first admin. Shared by `up` and `api`."""
     from backend.auth.service import bootstrap_admin
@@ -94,6 +103,7 @@ def api(
     from backend.api import create_api
     from runner.worker import embedded_worker
 
+    _local_state_backend(port)
     ctx = _prepare()
     uvicorn.run(
         create_api(ctx, run_background_tasks=True, extra_tasks=(embedded_worker,)),
@@ -112,6 +122,7 @@ def up(
     """Start the full app (UI + API + background tasks) in production mode."""
     from backend import frontend
 
+    _local_state_backend(port)  # before the settings are read; the server inherits it
     ctx = _prepare()
     try:
         frontend.ensure_built(port)
