@@ -49,7 +49,7 @@ def _local_state_backend(port: int) -> None:
         os.environ["CRUCIBLE_STATE_BACKEND_URL"] = f"http://127.0.0.1:{port}"
 
 
-def _prepare():
+def _prepare(port: int):
     """Settings → migrations → context → first admin. Shared by `up` and `api`."""
     from backend.auth.service import bootstrap_admin
     from backend.context import build_context, set_context
@@ -72,11 +72,13 @@ def _prepare():
     with ctx.session() as s:
         result = bootstrap_admin(ctx.auth, s)
     if result.created:
+        configured = os.environ.get("CRUCIBLE_BASE_URL")
+        login_base = settings.base_url if configured else f"http://localhost:{port}"
         bar = "=" * 64
         typer.echo(
             f"\n{bar}\n  First start: created the administrator account\n"
             f"    email:    {result.email}\n    password: {result.password}\n"
-            f"  Log in at {settings.base_url}/login and change it under Settings.\n"
+            f"  Log in at {login_base}/login and change it under Settings.\n"
             f"  It is not shown again.\n{bar}\n"
         )
     return ctx
@@ -104,7 +106,7 @@ def api(
     from runner.worker import embedded_worker
 
     _local_state_backend(port)
-    ctx = _prepare()
+    ctx = _prepare(port)
     uvicorn.run(
         create_api(ctx, run_background_tasks=True, extra_tasks=(embedded_worker,)),
         host=host,
@@ -123,7 +125,7 @@ def up(
     from backend import frontend
 
     _local_state_backend(port)  # before the settings are read; the server inherits it
-    ctx = _prepare()
+    ctx = _prepare(port)
     try:
         frontend.ensure_built(port)
     except (frontend.FrontendError, OSError) as exc:
