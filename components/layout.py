@@ -257,6 +257,18 @@ def rel_time(rel, exact) -> rx.Component:
     return rx.tooltip(rx.text(rel, size="2", color=rx.color("gray", 11)), content=exact)
 
 
+def token_status(revoked, revoked_exact, tid: str) -> rx.Component:
+    """An API or state token's status badge: active, or revoked (muted, with when on hover)."""
+    return rx.cond(
+        revoked,
+        rx.tooltip(
+            rx.badge("revoked", color_scheme="gray", variant="soft", custom_attrs=testid(tid)),
+            content="Revoked " + revoked_exact,
+        ),
+        rx.badge("active", color_scheme="green", variant="soft", custom_attrs=testid(tid)),
+    )
+
+
 def field_error(errors, field: str, tid: str) -> rx.Component:
     """The server's message for one form field, under that field."""
     msg = errors.get(field, "")

@@ -865,51 +865,37 @@ def upload_state(
     summary = _summarize(data)
     head = _lock_head(session, stack_id)
     _refuse_if_locked(session, stack_id, "an upload")
+    extra: dict[str, Any] | None = None
     if not force:
         current = _current(session, head)
         sha256 = hashlib.sha256(data).hexdigest()
         if decide(current, head.max_serial, summary, sha256) == "same":
             assert current is not None
             return to_public(current, current.id), False
-        return (
-            _store_bytes(
-                session,
-                objects,
-                principal,
-                stack_id,
-                head,
-                data,
-                summary,
-                action="state.upload",
-                forced=False,
-                note="uploaded through the REST API",
-                limits=limits,
-            ),
-            True,
-        )
-    new_serial = (head.max_serial if head.max_serial is not None else -1) + 1
-    original = summary.serial
-    if original != new_serial:
-        data = rewrite_serial(data, new_serial)
-        summary = _summarize(data)
-    note = f"forced upload (serial {original} stored as {new_serial})"
-    return (
-        _store_bytes(
-            session,
-            objects,
-            principal,
-            stack_id,
-            head,
-            data,
-            summary,
-            action="state.upload",
-            forced=True,
-            note=note,
-            limits=limits,
-            extra={"original_serial": original},
-        ),
-        True,
+        note = "uploaded through the REST API"
+    else:
+        new_serial = (head.max_serial if head.max_serial is not None else -1) + 1
+        original = summary.serial
+        if original != new_serial:
+            data = rewrite_serial(data, new_serial)
+            summary = _summarize(data)
+        note = f"forced upload (serial {original} stored as {new_serial})"
+        extra = {"original_serial": original}
+    version = _store_bytes(
+        session,
+        objects,
+        principal,
+        stack_id,
+        head,
+        data,
+        summary,
+        action="state.upload",
+        forced=force,
+        note=note,
+        limits=limits,
+        extra=extra,
     )
+    return version, True
 
 
 def rollback(

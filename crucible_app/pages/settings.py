@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import field_error, page, rel_time, table_skeleton, testid
+from components.layout import field_error, page, rel_time, table_skeleton, testid, token_status
 from state.settings import ROLES, PasswordState, SettingsState
 
 MUTED = rx.color("gray", 10)
@@ -222,26 +222,7 @@ def _token_row(t) -> rx.Component:
         rx.table.cell(role_badge(t.role, "settings-token-role")),
         rx.table.cell(rel_time(t.created_rel, t.created_exact)),
         rx.table.cell(rel_time(t.last_used_rel, t.last_used_exact)),
-        rx.table.cell(
-            rx.cond(
-                t.revoked,
-                rx.tooltip(
-                    rx.badge(
-                        "revoked",
-                        color_scheme="gray",
-                        variant="soft",
-                        custom_attrs=testid("settings-token-status"),
-                    ),
-                    content="Revoked " + t.revoked_exact,
-                ),
-                rx.badge(
-                    "active",
-                    color_scheme="green",
-                    variant="soft",
-                    custom_attrs=testid("settings-token-status"),
-                ),
-            )
-        ),
+        rx.table.cell(token_status(t.revoked, t.revoked_exact, "settings-token-status")),
         rx.table.cell(
             rx.cond(
                 t.revoked,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, rel_time, table_skeleton, testid
+from components.layout import empty_state, rel_time, table_skeleton, testid, token_status
 from components.plan_diff import STATE_LABELS, plan_diff
 from components.state_view import code_block, confirm_dialog, json_value, muted
 from state.stack_state import ALL, StackStateState
@@ -915,26 +915,7 @@ def _token_row(t) -> rx.Component:
             )
         ),
         rx.table.cell(rel_time(t.last_used_rel, t.last_used_exact)),
-        rx.table.cell(
-            rx.cond(
-                t.revoked,
-                rx.tooltip(
-                    rx.badge(
-                        "revoked",
-                        color_scheme="red",
-                        variant="outline",
-                        custom_attrs=testid("stack-state-token-status"),
-                    ),
-                    content="Revoked " + t.revoked_exact,
-                ),
-                rx.badge(
-                    "active",
-                    color_scheme="green",
-                    variant="soft",
-                    custom_attrs=testid("stack-state-token-status"),
-                ),
-            )
-        ),
+        rx.table.cell(token_status(t.revoked, t.revoked_exact, "stack-state-token-status")),
         rx.table.cell(
             rx.cond(
                 S.can_write & ~t.revoked,
