@@ -53,6 +53,7 @@ class LogPump:
         self._buffer: list[str] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self._sending = asyncio.Lock()  # one batch in flight at a time, in order
         self._task = asyncio.create_task(self._flusher())
         self.step_lines: list[str] = []
 
@@ -75,7 +76,16 @@ class LogPump:
             self._wake.clear()
             await self._flush()
 
+    async def drain(self) -> None:
+        """Every line so far is stored when this returns. Called before a phase's end is
+        reported: whoever sees the run finished reads its whole log."""
+        await self._flush()
+
     async def _flush(self) -> None:
+        async with self._sending:
+            await self._send_buffer()
+
+    async def _send_buffer(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer[:FLUSH_LINES], self._buffer[FLUSH_LINES:]
             try:
@@ -125,18 +135,18 @@ class JobRunner:
             if self.shutting_down:
                 reason = "the worker shut down while the run was executing; trigger it again"
                 self.pump.info(f"ERROR: {reason}")
-                await self.port.fail(job.run_id, reason)
+                await self._report(self.port.fail, job.run_id, reason)
             else:
                 self.pump.info("the run was canceled")
-                await self.port.mark_canceled(job.run_id)
+                await self._report(self.port.mark_canceled, job.run_id)
         except RunFailed as exc:
             self.pump.info(f"ERROR: {exc.reason}")
-            await self.port.fail(job.run_id, exc.reason)
+            await self._report(self.port.fail, job.run_id, exc.reason)
         except Exception as exc:  # a bug or an infrastructure error: the run fails, the worker lives
             log.exception("run %s failed unexpectedly", job.run_id)
             reason = f"internal error in the worker: {type(exc).__name__}: {exc}"
             self.pump.info(f"ERROR: {reason}")
-            await self.port.fail(job.run_id, reason)
+            await self._report(self.port.fail, job.run_id, reason)
         finally:
             await self.pump.close()
             try:
@@ -144,6 +154,12 @@ class JobRunner:
             except Exception:
                 log.exception("could not archive the %s log of %s", job.phase, job.run_id)
             await asyncio.to_thread(shutil.rmtree, self.root, True)
+
+    async def _report(self, report, *args, **kwargs):
+        """A phase's end goes to the control plane only once its log lines are stored."""
+        assert self.pump is not None
+        await self.pump.drain()
+        return await report(*args, **kwargs)
 
     # ------------------------------------------------------------------ phases
 
@@ -180,8 +196,12 @@ class JobRunner:
                 f"plan: +{summary.get('add', 0)} ~{summary.get('change', 0)} -{summary.get('destroy', 0)}"
                 + ("" if outcome.has_changes else " (no changes)")
             )
-            status = await self.port.finish_planning(
-                job.run_id, summary=summary, has_changes=outcome.has_changes, artifacts=artifacts
+            status = await self._report(
+                self.port.finish_planning,
+                job.run_id,
+                summary=summary,
+                has_changes=outcome.has_changes,
+                artifacts=artifacts,
             )
             if status == "unconfirmed":
                 pump.info("waiting for confirmation")
@@ -193,7 +213,7 @@ class JobRunner:
             for step in self._tool(adapter.apply_steps, ctx, plan_file):
                 await self._step(adapter, step, ctx)
             pump.info("applied")
-            await self.port.finish_applying(job.run_id)
+            await self._report(self.port.finish_applying, job.run_id)
 
     def _write_backend_override(self, project_dir: Path) -> None:
         """State always lands in Crucible: an override file's backend block replaces whatever

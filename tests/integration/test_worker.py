@@ -6,6 +6,7 @@ the run's status and reason, the plan summary, the files the playbook manages, t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from backend.queue import service as queue
 from backend.runs import execution, logs
 from backend.runs.models import Run
 from backend.timeutil import utcnow
+from runner.port import InProcessPort
 from tests.conftest import TEST_SECRET_KEY
 from tests.integration.runs_support import (
     GitRepo,
@@ -349,6 +351,33 @@ def test_a_failing_playbook_fails_the_run_with_the_step_and_exit_code(ctx, world
         failed = wait_for_status(ctx, run["id"], "failed", worker=worker)
     assert failed.failure_reason == "plan failed: ansible-playbook exited with code 2"
     assert "no way" in log_text(ctx, run["id"])
+
+
+@SQLITE_ONLY
+def test_a_run_is_reported_over_only_once_its_whole_log_is_stored(ctx, world, api, tmp_path, monkeypatch):
+    """Whoever sees a run finished or failed (a CI script polling the API, then fetching the log)
+    reads all of it: no lines are still on their way when the status changes."""
+    at_report: dict[str, str] = {}
+    for name in ("finish_planning", "fail"):
+        original = getattr(InProcessPort, name)
+
+        async def snapshot(self, run_id, *args, _original=original, _name=name, **kwargs):
+            at_report[_name] = await asyncio.to_thread(log_text, ctx, run_id)
+            return await _original(self, run_id, *args, **kwargs)
+
+        monkeypatch.setattr(InProcessPort, name, snapshot)
+    many = {"name": "many lines", "ansible.builtin.debug": {"msg": "{{ range(3000) | list }}"}}
+    planned, _ = ansible_stack(world, tmp_path, [many])
+    failing, _ = ansible_stack(world, tmp_path, [many, {"ansible.builtin.fail": {"msg": "no way"}}])
+    with WorkerThread(ctx) as worker:
+        finished = trigger(api, planned, type="proposed")
+        failed = trigger(api, failing, type="proposed")
+        wait_for_status(ctx, finished["id"], "finished", worker=worker)
+        wait_for_status(ctx, failed["id"], "failed", worker=worker)
+    assert "plan: +0 ~0 -0" in at_report["finish_planning"]
+    assert at_report["finish_planning"] == log_text(ctx, finished["id"])
+    assert "ERROR: plan failed" in at_report["fail"]
+    assert at_report["fail"] == log_text(ctx, failed["id"])
 
 
 def test_a_destroy_run_on_an_ansible_stack_fails_saying_why(ctx, world, api, tmp_path):
