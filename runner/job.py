@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.config import Settings
+from backend.policies import enforcement
 from backend.runs.execution import Job
 from backend.storage import StorageError
 from runner import workspace
@@ -36,6 +38,7 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 500
 KEEP_STEP_LINES = 20_000  # what an adapter may read back from its last plan step
 PLAN_FILE = "plan.bin"
+APPLYING_TYPES = ("tracked", "destroy")  # the run types whose plans are applied (and approved)
 # Terraform merges files named *_override.tf over the configuration (see runner docs).
 BACKEND_OVERRIDE_FILE = "crucible_backend_override.tf"
 BACKEND_OVERRIDE = (
@@ -182,6 +185,9 @@ class JobRunner:
             status = await self.port.start_planning(job.run_id, ws.commit_sha, ws.commit_message)
             if status is None:
                 raise Canceled
+            policies = await self.port.load_policies(job.run_id, "plan")
+            pre_plan = enforcement.input_for(policies, commit_sha=ws.commit_sha)
+            await self._policies("pre_plan", policies, pre_plan)
             pump.info(f"planning with {adapter.binary} ({job.runner} runner)")
             steps = self._tool(adapter.plan_steps, ctx)
             for step in steps:
@@ -196,24 +202,92 @@ class JobRunner:
                 f"plan: +{summary.get('add', 0)} ~{summary.get('change', 0)} -{summary.get('destroy', 0)}"
                 + ("" if outcome.has_changes else " (no changes)")
             )
+            would_apply = job.run_type in APPLYING_TYPES and outcome.has_changes
+            required = 0
+            if policies.for_hook("post_plan") or (would_apply and policies.for_hook("approval")):
+                plan = await self._plan_input(outcome.plan_json)
+                doc = enforcement.input_for(policies, commit_sha=ws.commit_sha, plan=plan, summary=summary)
+                await self._policies("post_plan", policies, doc)
+                if would_apply:
+                    required = (await self._policies("approval", policies, doc)).required_approvals
             status = await self._report(
                 self.port.finish_planning,
                 job.run_id,
                 summary=summary,
                 has_changes=outcome.has_changes,
                 artifacts=artifacts,
+                required_approvals=required,
             )
-            if status == "unconfirmed":
+            if status == "pending_approval":
+                plural = "s" if required != 1 else ""
+                pump.info(f"waiting for {required} approval{plural} (approval policies)")
+            elif status == "unconfirmed":
                 pump.info("waiting for confirmation")
             elif status == "confirmed":
                 pump.info("auto-apply: the plan will be applied")
         else:
             plan_file = await self._restore_plan()
+            policies = await self.port.load_policies(job.run_id, "apply")
+            if policies.for_hook("pre_apply"):
+                plan = None
+                if entry := job.artifacts.get("plan_json"):
+                    plan = await self._plan_input(await self._stored(entry["key"], "plan JSON"))
+                doc = enforcement.input_for(policies, commit_sha=job.commit_sha, plan=plan)
+                await self._policies("pre_apply", policies, doc)
             pump.info(f"applying with {adapter.binary} ({job.runner} runner)")
             for step in self._tool(adapter.apply_steps, ctx, plan_file):
                 await self._step(adapter, step, ctx)
             pump.info("applied")
             await self._report(self.port.finish_applying, job.run_id)
+
+    async def _policies(self, hook: str, policies: enforcement.PolicySet, doc: dict) -> enforcement.Verdict:
+        """Evaluate the hook's policies, log and store what each decided, and fail the run on a
+        deny or an evaluation error (policies fail closed)."""
+        checks = policies.for_hook(hook)
+        if not checks:
+            return enforcement.Verdict(None, [], 0)
+        pump = self.pump
+        assert pump is not None
+        if self.cancel.is_set():
+            raise Canceled
+        outcomes = await self.port.check_policies(self.job.run_id, hook, checks, doc)
+        if outcomes is None:  # the run is no longer this worker's: its reports are ignored
+            return enforcement.Verdict(None, [], 0)
+        for o in outcomes:
+            c = o.check
+            pump.info(f"policy {c.name} (v{c.version}, {hook}): {o.result(hook)} in {o.duration_ms:.0f} ms")
+            for message in o.deny:
+                pump.info(f"  deny: {message}")
+            for message in o.warn:
+                pump.info(f"  warn: {message}")
+            if o.error:
+                pump.info(f"  error: {o.error}")
+        verdict = enforcement.verdict(hook, outcomes)
+        if verdict.failure:
+            raise RunFailed(verdict.failure)
+        return verdict
+
+    async def _plan_input(self, data: bytes | None) -> dict | None:
+        """The plan JSON as policies see it; too big a plan fails the run (policies fail closed)."""
+        if data is None:
+            return None
+        limit = self.settings.policy_input_max_bytes
+        if len(data) > limit:
+            raise RunFailed(
+                f"the plan JSON is {len(data)} bytes, more than policies may be given "
+                f"(CRUCIBLE_POLICY_INPUT_MAX_BYTES={limit}); raise the limit to evaluate "
+                "this stack's policies"
+            )
+        try:
+            return await asyncio.to_thread(json.loads, data)
+        except ValueError as exc:
+            raise RunFailed(f"the plan JSON cannot be read for the policies: {exc}") from None
+
+    async def _stored(self, key: str, what: str) -> bytes:
+        try:
+            return await self.port.get_object(key)
+        except StorageError as exc:
+            raise RunFailed(f"the stored {what} cannot be read: {exc}") from None
 
     def _write_backend_override(self, project_dir: Path) -> None:
         """State always lands in Crucible: an override file's backend block replaces whatever

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from sqlmodel import Session
 
 from backend.context import AppContext
+from backend.policies import enforcement
+from backend.policies.engine import PolicyEngine, PolicyEvalError, default_engine
 from backend.queue.async_claim import AsyncClaimer
 from backend.runs import execution, logs
 from backend.runs.execution import Job
@@ -40,6 +42,7 @@ class InProcessPort:
         self.worker_id = worker_id
         self._postgres = ctx.engine.dialect.name == "postgresql"
         self._claimer: AsyncClaimer | None = None  # created on the first PostgreSQL claim
+        self._engine: PolicyEngine | None = None  # the Rego engine, on the first policy
         settings = ctx.settings
         self.state_backend = execution.StateBackend(
             url=settings.state_backend_url or settings.base_url,
@@ -111,11 +114,21 @@ class InProcessPort:
         )
 
     async def finish_planning(
-        self, run_id: str, *, summary: dict[str, int], has_changes: bool, artifacts: dict[str, Any]
+        self,
+        run_id: str,
+        *,
+        summary: dict[str, int],
+        has_changes: bool,
+        artifacts: dict[str, Any],
+        required_approvals: int = 0,
     ) -> str | None:
         if self._postgres:
             report = execution.finish_planning_report(
-                utcnow(), summary=summary, has_changes=has_changes, artifacts=artifacts
+                utcnow(),
+                summary=summary,
+                has_changes=has_changes,
+                artifacts=artifacts,
+                required_approvals=required_approvals,
             )
             return await self._report_sql(run_id, report)
         return await self._report(
@@ -127,9 +140,35 @@ class InProcessPort:
                 summary=summary,
                 has_changes=has_changes,
                 artifacts=artifacts,
+                required_approvals=required_approvals,
             ),
             run_id,
         )
+
+    # ------------------------------------------------------------------ policies
+
+    async def load_policies(self, run_id: str, phase: str) -> enforcement.PolicySet:
+        return await self._tx(lambda s: enforcement.load(s, run_id, phase))
+
+    async def check_policies(
+        self, run_id: str, hook: str, checks: list[enforcement.Check], doc: dict[str, Any]
+    ) -> list[enforcement.Outcome] | None:
+        """Evaluate a hook's policies (in a thread: the engine blocks) and store the results;
+        None if the run is no longer this worker's."""
+        settings = self.ctx.settings
+        try:
+            engine = self._engine or default_engine(settings)
+            self._engine = engine
+        except PolicyEvalError as exc:
+            outcomes = enforcement.failed_engine(checks, exc.message)
+        else:
+            outcomes = await asyncio.to_thread(
+                enforcement.evaluate, engine, checks, doc, settings.policy_timeout_seconds
+            )
+        stored = await self._tx(
+            lambda s: execution.record_policy_results(s, run_id, self.worker_id, hook, outcomes)
+        )
+        return outcomes if stored else None
 
     async def finish_applying(self, run_id: str) -> str | None:
         if self._postgres:

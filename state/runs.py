@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from backend.errors import NotFound, ServiceError
 from backend.runs import lifecycle as lc
-from backend.runs import service
-from backend.runs.schemas import RunCreate, RunPublic
+from backend.runs import reviews, service
+from backend.runs.schemas import ApprovalsPublic, PolicyResultsPublic, RunCreate, RunPublic
 from backend.stacks import service as stacks_service
 from backend.storage import StorageError
 from state.base import AuthState, SessionExpired
@@ -375,6 +375,70 @@ class RunsState(AuthState):
             yield ev
 
 
+HOOK_LABELS = {
+    "pre_plan": "Before the plan",
+    "post_plan": "On the plan",
+    "approval": "Approval",
+    "pre_apply": "Before apply",
+}
+
+
+@dataclasses.dataclass
+class PolicyResultRow:
+    hook: str = ""
+    hook_label: str = ""
+    policy_id: str = ""
+    policy_name: str = ""
+    version: int = 0
+    outcome: str = ""
+    deny: list[str] = dataclasses.field(default_factory=list)
+    warn: list[str] = dataclasses.field(default_factory=list)
+    error: str = ""
+    required_approvals: int = 0
+    duration: str = ""
+
+
+@dataclasses.dataclass
+class ReviewRow:
+    user: str = ""
+    decision: str = ""
+    comment: str = ""
+    created_rel: str = ""
+    created_exact: str = ""
+
+
+def policy_result_rows(results: PolicyResultsPublic) -> list[PolicyResultRow]:
+    return [
+        PolicyResultRow(
+            hook=r.hook,
+            hook_label=HOOK_LABELS.get(r.hook, r.hook),
+            policy_id=r.policy_id,
+            policy_name=r.policy_name,
+            version=r.policy_version,
+            outcome=r.outcome,
+            deny=list(r.deny),
+            warn=list(r.warn),
+            error=r.error or "",
+            required_approvals=r.required_approvals if r.require_approval else 0,
+            duration=f"{r.duration_ms:.0f} ms" if r.duration_ms >= 1 else "<1 ms",
+        )
+        for r in results.data
+    ]
+
+
+def review_rows(approvals: ApprovalsPublic) -> list[ReviewRow]:
+    return [
+        ReviewRow(
+            user=a.user,
+            decision=a.decision,
+            comment=a.comment,
+            created_rel=relative(a.created_at),
+            created_exact=exact(a.created_at),
+        )
+        for a in approvals.data
+    ]
+
+
 def _run_id_from_path(path: str) -> str:
     parts = [p for p in path.split("/") if p]
     return parts[1] if len(parts) >= 2 and parts[0] == "runs" else ""
@@ -401,6 +465,11 @@ class RunDetailState(AuthState):
     busy: str = ""  # the action in progress
     delete_open: bool = False
     delete_confirm: str = ""
+    policy_results: list[PolicyResultRow] = []
+    reviews: list[ReviewRow] = []
+    required_approvals: int = 0
+    approved: int = 0
+    review_comment: str = ""
     _watching: str = ""
 
     @rx.var
@@ -424,6 +493,8 @@ class RunDetailState(AuthState):
         self.loading, self.not_found, self.busy = True, False, ""
         self.delete_open, self.delete_confirm = False, ""
         self.run, self.steps, self.actions = RunRow(), [], []
+        self.policy_results, self.reviews, self.review_comment = [], [], ""
+        self.required_approvals, self.approved = 0, 0
         self.diff, self.diff_hidden, self.diff_error, self.diff_loaded_for = [], 0, "", ""
         run_id = _run_id_from_path(self.router.url.path)
         out = await self._refresh(run_id)
@@ -437,11 +508,22 @@ class RunDetailState(AuthState):
             principal = await self._principal()
         except SessionExpired:
             return self._login_redirect()
+
+        def _q(s):
+            return (
+                service.get_run(s, principal, run_id),
+                reviews.policy_results(s, principal, run_id),
+                reviews.list_approvals(s, principal, run_id),
+            )
+
         try:
-            r = await run_db(lambda s: service.get_run(s, principal, run_id), readonly=True)
+            r, results, approvals = await run_db(_q, readonly=True)
         except NotFound:
             self.not_found, self.loading = True, False
             return None
+        self.policy_results = policy_result_rows(results)
+        self.reviews = review_rows(approvals)
+        self.required_approvals, self.approved = approvals.required, approvals.approved
         self._fill(r)
         if r.has_plan_json and self.diff_loaded_for != r.id:
             await self._load_diff(principal, r.id)
@@ -534,6 +616,42 @@ class RunDetailState(AuthState):
     @rx.event
     async def confirm(self):
         return await self._act("confirm", service.confirm_run, "Confirmed: the plan will be applied")
+
+    @rx.event
+    def set_review_comment(self, value: str):
+        self.review_comment = value[:1000]
+
+    async def _review(self, action: str, fn, success: str):
+        """Approve or reject with the comment; a refused review keeps the comment typed."""
+        self.busy = action
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            self.busy = ""
+            return self._login_redirect()
+        run_id, comment = self.run.id, self.review_comment.strip()
+        try:
+            await run_db(lambda s: fn(s, principal, run_id, comment))
+        except ServiceError as exc:
+            self.busy = ""
+            return rx.toast.error(exc.message)
+        self.review_comment = ""
+        out = await self._refresh(run_id)  # the run, its reviews and what comes next
+        self.busy = ""
+        if out is not None:
+            return out
+        events = [rx.toast.success(success)]
+        if not self.is_terminal:
+            events.append(RunDetailState.watch)
+        return events
+
+    @rx.event
+    async def approve(self):
+        return await self._review("approve", reviews.approve_run, "Approved")
+
+    @rx.event
+    async def reject(self):
+        return await self._review("reject", reviews.reject_run, "Rejected: the run failed")
 
     @rx.event
     async def discard(self):

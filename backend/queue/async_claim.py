@@ -64,6 +64,7 @@ WITH target AS (
            commit_message = COALESCE(%(commit_message)s, run.commit_message),
            plan_summary = COALESCE(%(plan_summary)s::json, run.plan_summary),
            has_changes = COALESCE(%(has_changes)s::boolean, run.has_changes),
+           required_approvals = COALESCE(%(required_approvals)s::integer, run.required_approvals),
            artifacts = (run.artifacts::jsonb || COALESCE(%(artifacts)s::jsonb, '{{}}'::jsonb))::json
       FROM target
      WHERE run.id = target.id
@@ -85,6 +86,7 @@ _REPORT_COLUMNS = (
     "plan_summary",
     "has_changes",
     "artifacts",
+    "required_approvals",
 )
 _JSON_COLUMNS = frozenset({"plan_summary", "artifacts"})
 

@@ -10,9 +10,17 @@ from fastapi.responses import StreamingResponse
 
 from backend.deps import CtxDep, PrincipalDep
 from backend.errors import Conflict, NotFound
-from backend.runs import logs, service
+from backend.runs import logs, reviews, service
 from backend.runs.lifecycle import RunStatus, RunType
-from backend.runs.schemas import CancelRequest, RunCreate, RunPublic, RunsPublic
+from backend.runs.schemas import (
+    ApprovalsPublic,
+    CancelRequest,
+    PolicyResultsPublic,
+    ReviewRequest,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+)
 from backend.stacks.api import StackId
 from backend.storage import StorageError
 
@@ -59,6 +67,37 @@ def get_run(run_id: RunId, principal: PrincipalDep, ctx: CtxDep) -> RunPublic:
 def confirm_run(run_id: RunId, principal: PrincipalDep, ctx: CtxDep) -> RunPublic:
     with ctx.session() as s:
         return service.confirm_run(s, principal, run_id)
+
+
+@router.post("/runs/{run_id}/approve", response_model=RunPublic)
+def approve_run(
+    run_id: RunId, principal: PrincipalDep, ctx: CtxDep, body: ReviewRequest | None = None
+) -> RunPublic:
+    """Approve a run waiting for approval (admins and the stack's approvers, once each)."""
+    with ctx.session() as s:
+        return reviews.approve_run(s, principal, run_id, body.comment if body else "")
+
+
+@router.post("/runs/{run_id}/reject", response_model=RunPublic)
+def reject_run(
+    run_id: RunId, principal: PrincipalDep, ctx: CtxDep, body: ReviewRequest | None = None
+) -> RunPublic:
+    """Reject a run waiting for approval: it fails with the reviewer's name and comment."""
+    with ctx.session() as s:
+        return reviews.reject_run(s, principal, run_id, body.comment if body else "")
+
+
+@router.get("/runs/{run_id}/approvals", response_model=ApprovalsPublic)
+def list_approvals(run_id: RunId, principal: PrincipalDep, ctx: CtxDep) -> ApprovalsPublic:
+    with ctx.session(readonly=True) as s:
+        return reviews.list_approvals(s, principal, run_id)
+
+
+@router.get("/runs/{run_id}/policy-results", response_model=PolicyResultsPublic)
+def policy_results(run_id: RunId, principal: PrincipalDep, ctx: CtxDep) -> PolicyResultsPublic:
+    """What each policy decided at each hook of the run, in evaluation order."""
+    with ctx.session(readonly=True) as s:
+        return reviews.policy_results(s, principal, run_id)
 
 
 @router.post("/runs/{run_id}/discard", response_model=RunPublic)

@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from sqlmodel import Session, col, select
 
 from backend.crypto import SecretBox
+from backend.policies import enforcement
 from backend.queue import service as queue
 from backend.queue import wakeup
 from backend.runs import lifecycle as lc
@@ -212,8 +213,10 @@ def _start_planning_step(now: datetime) -> Step:
     return lambda state, _auto: lc.start_planning(state, now)
 
 
-def _finish_planning_step(now: datetime, has_changes: bool) -> Step:
-    return lambda state, auto: lc.finish_planning(state, now, has_changes=has_changes, auto_apply=auto)
+def _finish_planning_step(now: datetime, has_changes: bool, needs_approval: bool = False) -> Step:
+    return lambda state, auto: lc.finish_planning(
+        state, now, has_changes=has_changes, needs_approval=needs_approval, auto_apply=auto
+    )
 
 
 def _finish_applying_step(now: datetime) -> Step:
@@ -286,16 +289,22 @@ def start_planning_report(now: datetime, commit_sha: str, commit_message: str) -
 
 
 def finish_planning_report(
-    now: datetime, *, summary: dict[str, int], has_changes: bool, artifacts: dict[str, Any]
+    now: datetime,
+    *,
+    summary: dict[str, int],
+    has_changes: bool,
+    artifacts: dict[str, Any],
+    required_approvals: int = 0,
 ) -> Report:
     return report(
         "finish_planning",
-        _finish_planning_step(now, has_changes),
+        _finish_planning_step(now, has_changes, required_approvals > 0),
         now,
         (lc.RunStatus.planning,),
         plan_summary=summary,
         has_changes=has_changes,
         artifacts=artifacts,
+        required_approvals=required_approvals,
     )
 
 
@@ -327,7 +336,9 @@ def finish_planning(
     summary: dict[str, int],
     has_changes: bool,
     artifacts: dict[str, Any],
+    required_approvals: int = 0,
 ) -> str | None:
+    """``required_approvals`` > 0: the approval policies hold a run that would apply."""
     run = _owned(session, run_id, worker_id)
     if run is None:
         return None
@@ -335,10 +346,23 @@ def finish_planning(
     run.plan_summary = summary
     run.has_changes = has_changes
     run.artifacts = {**(run.artifacts or {}), **artifacts}
-    new_state = _finish_planning_step(now, has_changes)(state_of(run), bool(stack and stack.auto_apply))
+    run.required_approvals = required_approvals
+    step = _finish_planning_step(now, has_changes, required_approvals > 0)
+    new_state = step(state_of(run), bool(stack and stack.auto_apply))
     if not new_state.is_terminal:
         run.worker_id = None  # this worker is done; whoever applies claims it again
     return _save(session, run, new_state, now)
+
+
+def record_policy_results(
+    session: Session, run_id: str, worker_id: str, hook: str, outcomes: list[enforcement.Outcome]
+) -> bool:
+    """Store what a hook's policies decided; False (nothing stored) if the run is no longer
+    this worker's."""
+    if _owned(session, run_id, worker_id) is None:
+        return False
+    enforcement.record(session, run_id, hook, outcomes)
+    return True
 
 
 def finish_applying(session: Session, run_id: str, worker_id: str, now: datetime) -> str | None:

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, text
-from sqlmodel import Field, Index, SQLModel
+from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
 from backend.runs.lifecycle import RunType
 from backend.timeutil import utcnow
@@ -76,6 +76,8 @@ class Run(SQLModel, table=True):
     cancel_requested_at: datetime | None = None
     worker_id: str | None = Field(default=None, max_length=100)
     heartbeat_at: datetime | None = None
+    # Distinct approvals the run's approval policies asked for (0: none; see RunApproval).
+    required_approvals: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RunLogChunk(SQLModel, table=True):
@@ -90,4 +92,43 @@ class RunLogChunk(SQLModel, table=True):
     phase: str = Field(max_length=16)
     body: str = Field(sa_column=Column(Text, nullable=False))  # lines joined by "\n"
     line_count: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunPolicyResult(SQLModel, table=True):
+    """What one policy decided at one hook of a run. The policy's name and version are copied:
+    the record stays true after the policy is edited or deleted."""
+
+    __tablename__ = "run_policy_result"
+    __table_args__ = (Index("ix_run_policy_result_run", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=40, ondelete="CASCADE")
+    hook: str = Field(max_length=16)
+    policy_id: str = Field(max_length=40)
+    policy_name: str = Field(max_length=100)
+    policy_version: int
+    outcome: str = Field(max_length=16)  # allow, warn, deny, approval, error
+    deny: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    warn: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    require_approval: bool = False
+    required_approvals: int = 0
+    error: str | None = Field(default=None, max_length=2000)
+    engine: str = Field(default="", max_length=32)
+    duration_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunApproval(SQLModel, table=True):
+    """One person's review of a run waiting in ``pending_approval``: approve or reject."""
+
+    __tablename__ = "run_approval"
+    __table_args__ = (UniqueConstraint("run_id", "user_id", name="uq_run_approval_run_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=40, ondelete="CASCADE")
+    user_id: str = Field(max_length=40)
+    user_label: str = Field(max_length=254)
+    decision: str = Field(max_length=8)  # approve, reject
+    comment: str = Field(default="", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)

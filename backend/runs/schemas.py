@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -104,7 +104,10 @@ class RunPublic(BaseModel):
     env_override_names: list[str]
     retriggered_from: str | None
     has_plan_json: bool
-    # What the caller may do now: confirm, discard, cancel, force_cancel, retrigger, delete.
+    # How many distinct approvals the run's approval policies asked for (0: none).
+    required_approvals: int = 0
+    # What the caller may do now: confirm, approve, reject, discard, cancel, force_cancel,
+    # retrigger, delete.
     actions: list[str]
 
 
@@ -123,3 +126,44 @@ class RunQueryParams(BaseModel):
 
 def summary_of(raw: dict[str, Any] | None) -> PlanSummary | None:
     return None if raw is None else PlanSummary(**raw)
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Annotated[str, Field(max_length=1000), AfterValidator(_message)] = ""
+
+
+class ApprovalPublic(BaseModel):
+    user: str
+    decision: Literal["approve", "reject"]
+    comment: str
+    created_at: str
+
+
+class ApprovalsPublic(BaseModel):
+    data: list[ApprovalPublic]
+    count: int
+    required: int  # distinct approvals the approval policies asked for
+    approved: int  # distinct approvals given so far
+
+
+class PolicyResultPublic(BaseModel):
+    hook: Literal["pre_plan", "post_plan", "approval", "pre_apply"]
+    policy_id: str
+    policy_name: str
+    policy_version: int
+    outcome: Literal["allow", "warn", "deny", "approval", "error"]
+    deny: list[str]
+    warn: list[str]
+    require_approval: bool
+    required_approvals: int
+    error: str | None
+    engine: str
+    duration_ms: float
+    created_at: str
+
+
+class PolicyResultsPublic(BaseModel):
+    data: list[PolicyResultPublic]
+    count: int

@@ -47,8 +47,11 @@ def available_actions(run: Run, principal: Principal, approves: bool = False) ->
     state = state_of(run)
     out: list[str] = []
     member = principal.role.at_least(Role.member)
-    if state.status == lc.RunStatus.unconfirmed and (approves or principal.role.at_least(Role.admin)):
+    reviewer = approves or principal.role.at_least(Role.admin)
+    if state.status == lc.RunStatus.unconfirmed and reviewer:
         out.append("confirm")
+    if state.status == lc.RunStatus.pending_approval and reviewer:
+        out.extend(["approve", "reject"])
     if member and state.status in (lc.RunStatus.unconfirmed, lc.RunStatus.pending_approval):
         out.append("discard")
     if (
@@ -94,6 +97,7 @@ def to_public(run: Run, stack_name: str, principal: Principal, approves: bool = 
         env_override_names=list(run.env_override_names),
         retriggered_from=run.retriggered_from,
         has_plan_json="plan_json" in (run.artifacts or {}),
+        required_approvals=run.required_approvals or 0,
         actions=available_actions(run, principal, approves),
     )
 

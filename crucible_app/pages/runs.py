@@ -293,6 +293,145 @@ def _header_card() -> rx.Component:
     )
 
 
+OUTCOME_COLORS = {"allow": "green", "warn": "amber", "deny": "red", "approval": "blue", "error": "red"}
+
+
+def _message(text, color: str, tid: str) -> rx.Component:
+    return rx.text(text, size="2", color=rx.color(color, 11), custom_attrs=testid(tid))
+
+
+def _policy_result(r) -> rx.Component:
+    return rx.box(
+        rx.hstack(
+            rx.badge(
+                r.outcome,
+                color_scheme=rx.match(r.outcome, *OUTCOME_COLORS.items(), "gray"),
+                custom_attrs={"data-testid": "run-policy-outcome", "data-outcome": r.outcome},
+            ),
+            rx.link(
+                r.policy_name,
+                href="/policies/" + r.policy_id,
+                weight="medium",
+                size="2",
+                custom_attrs=testid("run-policy-name"),
+            ),
+            rx.text("v", r.version, size="1", color=rx.color("gray", 10)),
+            rx.text(r.hook_label, size="1", color=rx.color("gray", 10)),
+            rx.cond(
+                r.required_approvals > 0,
+                rx.text("asks for ", r.required_approvals, " approval(s)", size="1"),
+            ),
+            rx.spacer(),
+            rx.text(r.duration, size="1", color=rx.color("gray", 10)),
+            width="100%",
+            align="center",
+            spacing="2",
+        ),
+        rx.foreach(r.deny, lambda m: _message(m, "red", "run-policy-deny")),
+        rx.foreach(r.warn, lambda m: _message(m, "amber", "run-policy-warn")),
+        rx.cond(r.error != "", rx.text(r.error, size="2", color=rx.color("red", 11))),
+        padding_y="6px",
+        border_bottom=f"1px solid {rx.color('gray', 4)}",
+        width="100%",
+        custom_attrs=testid("run-policy-result"),
+    )
+
+
+def _policies_card() -> rx.Component:
+    d = RunDetailState
+    return rx.cond(
+        d.policy_results.length() > 0,
+        rx.card(
+            rx.vstack(
+                rx.heading("Policies", size="3"),
+                rx.foreach(d.policy_results, _policy_result),
+                width="100%",
+                spacing="1",
+            ),
+            width="100%",
+            custom_attrs=testid("run-policies-card"),
+        ),
+    )
+
+
+def _review(r) -> rx.Component:
+    return rx.hstack(
+        rx.badge(
+            rx.cond(r.decision == "approve", "approved", "rejected"),
+            color_scheme=rx.cond(r.decision == "approve", "green", "red"),
+        ),
+        rx.text(r.user, size="2", weight="medium"),
+        rx.cond(r.comment != "", rx.text("“", r.comment, "”", size="2")),
+        rx.spacer(),
+        rel_time(r.created_rel, r.created_exact),
+        width="100%",
+        align="center",
+        custom_attrs=testid("run-review"),
+    )
+
+
+def _approval_card() -> rx.Component:
+    d = RunDetailState
+    can_review = d.actions.contains("approve")
+    return rx.cond(
+        (d.required_approvals > 0) | (d.reviews.length() > 0),
+        rx.card(
+            rx.vstack(
+                rx.hstack(
+                    rx.heading("Approval", size="3"),
+                    rx.badge(
+                        d.approved,
+                        " of ",
+                        d.required_approvals,
+                        " approvals",
+                        color_scheme=rx.cond(d.approved >= d.required_approvals, "green", "amber"),
+                        custom_attrs=testid("run-approvals-count"),
+                    ),
+                    align="center",
+                    spacing="3",
+                ),
+                rx.cond(
+                    d.reviews.length() > 0,
+                    rx.foreach(d.reviews, _review),
+                    rx.text("No reviews yet.", size="2", color=rx.color("gray", 10)),
+                ),
+                rx.cond(
+                    can_review,
+                    rx.vstack(
+                        rx.text_area(
+                            placeholder="Comment (optional; shown with your review)",
+                            value=d.review_comment,
+                            on_change=d.set_review_comment,
+                            max_length=1000,
+                            width="100%",
+                            custom_attrs=testid("run-review-comment"),
+                        ),
+                        rx.hstack(
+                            _action_button("approve", "Approve", d.approve, color="green"),
+                            _action_button("reject", "Reject", d.reject, color="red", variant="soft"),
+                            spacing="2",
+                        ),
+                        width="100%",
+                        spacing="2",
+                    ),
+                    rx.cond(
+                        d.run.status == "pending_approval",
+                        rx.text(
+                            "Admins and this stack's approvers review runs; each person approves once.",
+                            size="1",
+                            color=rx.color("gray", 10),
+                        ),
+                    ),
+                ),
+                width="100%",
+                spacing="2",
+            ),
+            width="100%",
+            custom_attrs=testid("run-approval-card"),
+        ),
+    )
+
+
 def run_detail_page() -> rx.Component:
     d = RunDetailState
     body = rx.cond(
@@ -309,6 +448,8 @@ def run_detail_page() -> rx.Component:
             rx.vstack(
                 _header_card(),
                 lifecycle_rail(d.steps),
+                _approval_card(),
+                _policies_card(),
                 rx.cond(
                     (d.diff.length() > 0) | (d.diff_error != ""),
                     rx.card(

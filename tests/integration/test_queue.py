@@ -593,6 +593,15 @@ _REPORTS = {
             now, summary={"add": 0, "change": 0, "destroy": 0}, has_changes=False, artifacts={}
         ),
     ),
+    "finish_planning_needs_approval": (
+        "planning",
+        lambda s, run_id, w, now: execution.finish_planning(
+            s, run_id, w, now, summary=_SUMMARY, has_changes=True, artifacts={}, required_approvals=2
+        ),
+        lambda now: execution.finish_planning_report(
+            now, summary=_SUMMARY, has_changes=True, artifacts={}, required_approvals=2
+        ),
+    ),
     "finish_applying": (
         "applying",
         lambda s, run_id, w, now: execution.finish_applying(s, run_id, w, now),
@@ -609,6 +618,9 @@ _REPORTS = {
         lambda now: execution.fail_report(now, "the tool exited with 1"),
     ),
 }
+
+
+_SUMMARY = {"add": 1, "change": 0, "destroy": 3}
 
 
 def _run_in(ctx, stack: dict, run_type: str, status: str, worker: str) -> str:

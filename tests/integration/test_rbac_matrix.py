@@ -468,6 +468,16 @@ def _policy_evaluated(cell: Cell, response) -> None:
     assert response.json()["deny"] == ["matrix says no"]
 
 
+def _backtested(cell: Cell, response) -> None:
+    # The caller's org has no planned runs; another org's never show.
+    assert response.json()["summary"]["runs"] == 0 and response.json()["runs"] == []
+
+
+def _policy_input(cell: Cell, response) -> None:
+    assert response.json()["crucible"]["run"]["id"] == cell.resource_id
+    assert response.json()["resource_changes"] == []
+
+
 V, M, A = Role.viewer, Role.member, Role.admin
 MATRIX: dict[tuple[str, str], Rule] = {
     # public
@@ -532,6 +542,15 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/runs/{run_id}/confirm"): Rule(
         V, 200, resource="run:unconfirmed", effect=_run_status("confirmed"), granted_below=A
     ),
+    ("POST", "/api/v1/runs/{run_id}/approve"): Rule(
+        V, 200, resource="run:pending_approval", effect=_run_status("unconfirmed"), granted_below=A
+    ),
+    ("POST", "/api/v1/runs/{run_id}/reject"): Rule(
+        V, 200, resource="run:pending_approval", effect=_run_status("failed"), granted_below=A
+    ),
+    ("GET", "/api/v1/runs/{run_id}/approvals"): Rule(V, 200, resource="run:pending_approval"),
+    ("GET", "/api/v1/runs/{run_id}/policy-results"): Rule(V, 200, resource="run:failed"),
+    ("GET", "/api/v1/runs/{run_id}/policy-input"): Rule(M, 200, resource="run:planned", effect=_policy_input),
     ("POST", "/api/v1/runs/{run_id}/discard"): Rule(
         M, 200, resource="run:unconfirmed", effect=_run_status("discarded")
     ),
@@ -580,6 +599,16 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/policies"): Rule(A, 201, body=_new_policy_body, effect=_policy_created_in_caller_org),
     ("POST", "/api/v1/policies/evaluate"): Rule(
         M, 200, body=lambda c: {"body": MATRIX_POLICY, "input": {"no": True}}, effect=_policy_evaluated
+    ),
+    ("POST", "/api/v1/policies/backtest"): Rule(
+        M, 200, body=lambda c: {"body": MATRIX_POLICY, "type": "post_plan"}, effect=_backtested
+    ),
+    ("GET", "/api/v1/policies/library"): Rule(V, 200),
+    ("POST", "/api/v1/policies/library/{slug}/install"): Rule(
+        A,
+        201,
+        body=lambda c: {"name": f"matrix-library-{c.world._n()}"},
+        effect=_policy_created_in_caller_org,
     ),
     ("GET", "/api/v1/policies/{policy_id}"): Rule(V, 200, resource="policy"),
     ("PUT", "/api/v1/policies/{policy_id}"): Rule(
@@ -757,6 +786,7 @@ def _call(client: TestClient, method: str, template: str, rule: Rule, cell: Cell
     if cell.policy_id:
         path = path.replace("{policy_id}", cell.policy_id)
     path = path.replace("{version}", "1")
+    path = path.replace("{slug}", "blast_radius")
     path = re.sub(r"\{[a-z_]+_id\}", resource_id or "", path).replace("{name}", "MATRIX_VAR")
     kwargs: dict[str, Any] = {"headers": cell.caller.headers}
     if rule.body is not None:

@@ -32,6 +32,7 @@ RUN_FIELDS = {
     "id",
     "stack_id",
     "stack_name",
+    "required_approvals",
     "type",
     "status",
     "commit_sha",
