@@ -187,7 +187,7 @@ class JobRunner:
                 raise Canceled
             policies = await self.port.load_policies(job.run_id, "plan")
             pre_plan = enforcement.input_for(policies, commit_sha=ws.commit_sha)
-            await self._policies("pre_plan", policies, pre_plan)
+            await self._policies(policies, pre_plan, "pre_plan")
             pump.info(f"planning with {adapter.binary} ({job.runner} runner)")
             steps = self._tool(adapter.plan_steps, ctx)
             for step in steps:
@@ -207,9 +207,9 @@ class JobRunner:
             if policies.for_hook("post_plan") or (would_apply and policies.for_hook("approval")):
                 plan = await self._plan_input(outcome.plan_json)
                 doc = enforcement.input_for(policies, commit_sha=ws.commit_sha, plan=plan, summary=summary)
-                await self._policies("post_plan", policies, doc)
-                if would_apply:
-                    required = (await self._policies("approval", policies, doc)).required_approvals
+                hooks = ("post_plan", "approval") if would_apply else ("post_plan",)
+                verdicts = await self._policies(policies, doc, *hooks)
+                required = verdicts["approval"].required_approvals if would_apply else 0
             status = await self._report(
                 self.port.finish_planning,
                 job.run_id,
@@ -233,39 +233,49 @@ class JobRunner:
                 if entry := job.artifacts.get("plan_json"):
                     plan = await self._plan_input(await self._stored(entry["key"], "plan JSON"))
                 doc = enforcement.input_for(policies, commit_sha=job.commit_sha, plan=plan)
-                await self._policies("pre_apply", policies, doc)
+                await self._policies(policies, doc, "pre_apply")
             pump.info(f"applying with {adapter.binary} ({job.runner} runner)")
             for step in self._tool(adapter.apply_steps, ctx, plan_file):
                 await self._step(adapter, step, ctx)
             pump.info("applied")
             await self._report(self.port.finish_applying, job.run_id)
 
-    async def _policies(self, hook: str, policies: enforcement.PolicySet, doc: dict) -> enforcement.Verdict:
-        """Evaluate the hook's policies, log and store what each decided, and fail the run on a
-        deny or an evaluation error (policies fail closed)."""
-        checks = policies.for_hook(hook)
+    async def _policies(
+        self, policies: enforcement.PolicySet, doc: dict, *hooks: str
+    ) -> dict[str, enforcement.Verdict]:
+        """Evaluate the hooks' policies (hooks that share an input go in one pass), log and
+        store what each decided, and fail the run at the first hook with a deny or an
+        evaluation error (policies fail closed)."""
+        checks = {hook: policies.for_hook(hook) for hook in hooks if policies.for_hook(hook)}
+        empty = enforcement.Verdict(None, [], 0)
         if not checks:
-            return enforcement.Verdict(None, [], 0)
+            return dict.fromkeys(hooks, empty)
         pump = self.pump
         assert pump is not None
         if self.cancel.is_set():
             raise Canceled
-        outcomes = await self.port.check_policies(self.job.run_id, hook, checks, doc)
-        if outcomes is None:  # the run is no longer this worker's: its reports are ignored
-            return enforcement.Verdict(None, [], 0)
-        for o in outcomes:
-            c = o.check
-            pump.info(f"policy {c.name} (v{c.version}, {hook}): {o.result(hook)} in {o.duration_ms:.0f} ms")
-            for message in o.deny:
-                pump.info(f"  deny: {message}")
-            for message in o.warn:
-                pump.info(f"  warn: {message}")
-            if o.error:
-                pump.info(f"  error: {o.error}")
-        verdict = enforcement.verdict(hook, outcomes)
-        if verdict.failure:
-            raise RunFailed(verdict.failure)
-        return verdict
+        found = await self.port.check_policies(self.job.run_id, checks, doc)
+        if found is None:  # the run is no longer this worker's: its reports are ignored
+            return dict.fromkeys(hooks, empty)
+        verdicts = {}
+        for hook in hooks:
+            outcomes = found.get(hook, [])
+            for o in outcomes:
+                c = o.check
+                pump.info(
+                    f"policy {c.name} (v{c.version}, {hook}): {o.result(hook)} in {o.duration_ms:.0f} ms"
+                )
+                for message in o.deny:
+                    pump.info(f"  deny: {message}")
+                for message in o.warn:
+                    pump.info(f"  warn: {message}")
+                if o.error:
+                    pump.info(f"  error: {o.error}")
+            verdicts[hook] = enforcement.verdict(hook, outcomes)
+        for hook in hooks:
+            if verdicts[hook].failure:
+                raise RunFailed(verdicts[hook].failure)
+        return verdicts
 
     async def _plan_input(self, data: bytes | None) -> dict | None:
         """The plan JSON as policies see it; too big a plan fails the run (policies fail closed)."""

@@ -151,11 +151,13 @@ class InProcessPort:
         return await self._tx(lambda s: enforcement.load(s, run_id, phase))
 
     async def check_policies(
-        self, run_id: str, hook: str, checks: list[enforcement.Check], doc: dict[str, Any]
-    ) -> list[enforcement.Outcome] | None:
-        """Evaluate a hook's policies (in a thread: the engine blocks) and store the results;
-        None if the run is no longer this worker's."""
+        self, run_id: str, hooks: dict[str, list[enforcement.Check]], doc: dict[str, Any]
+    ) -> dict[str, list[enforcement.Outcome]] | None:
+        """Evaluate the policies of one or more hooks that share an input, in one pass (in a
+        thread: the engine blocks), and store the results; None if the run is no longer this
+        worker's."""
         settings = self.ctx.settings
+        checks = [c for hook_checks in hooks.values() for c in hook_checks]
         try:
             engine = self._engine or default_engine(settings)
             self._engine = engine
@@ -165,10 +167,18 @@ class InProcessPort:
             outcomes = await asyncio.to_thread(
                 enforcement.evaluate, engine, checks, doc, settings.policy_timeout_seconds
             )
-        stored = await self._tx(
-            lambda s: execution.record_policy_results(s, run_id, self.worker_id, hook, outcomes)
-        )
-        return outcomes if stored else None
+        by_hook, start = {}, 0
+        for hook, hook_checks in hooks.items():
+            by_hook[hook] = outcomes[start : start + len(hook_checks)]
+            start += len(hook_checks)
+
+        def record(s: Session) -> bool:
+            return all(
+                execution.record_policy_results(s, run_id, self.worker_id, hook, found)
+                for hook, found in by_hook.items()
+            )
+
+        return by_hook if await self._tx(record) else None
 
     async def finish_applying(self, run_id: str) -> str | None:
         if self._postgres:

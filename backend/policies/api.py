@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
 from backend.context import AppContext
 from backend.deps import CtxDep, PrincipalDep
-from backend.policies import service
+from backend.policies import backtest, inputs, service
 from backend.policies.engine import PolicyEngine
 from backend.policies.models import PolicyType
 from backend.policies.schemas import (
     POLICY_ID_PATTERN,
+    BacktestRequest,
+    BacktestResult,
     EvaluationResult,
+    LibraryInstall,
+    LibraryPublic,
     PoliciesPublic,
     PolicyCreate,
     PolicyEvaluate,
@@ -23,12 +28,17 @@ from backend.policies.schemas import (
     StackPolicyAttach,
     StackPolicyPublic,
 )
+from backend.runs.api import RunId
 from backend.stacks.api import StackId
 
 router = APIRouter(tags=["policies"])
 
 PolicyIdPath = Annotated[
     str, Path(pattern=POLICY_ID_PATTERN, description="Policy id, e.g. pol-0123456789abcdef")
+]
+# Any unknown slug is a 404 that lists the library's slugs, whatever its spelling.
+LibrarySlug = Annotated[
+    str, Path(max_length=100, description="Library policy, e.g. no_destroy_outside_destroy_runs")
 ]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version number, from 1")]
 
@@ -63,6 +73,39 @@ def evaluate_policy(body: PolicyEvaluate, principal: PrincipalDep, ctx: CtxDep) 
         source = service.evaluation_source(s, principal, body)
     # No transaction is held while the policy runs.
     return service.evaluate(principal, _engine(ctx), source, body.input, ctx.settings.policy_timeout_seconds)
+
+
+# The library (and backtest) routes come before /policies/{policy_id}, which would take the
+# word as a policy id and answer 422.
+
+
+@router.post("/policies/backtest", response_model=BacktestResult)
+def backtest_policy(body: BacktestRequest, principal: PrincipalDep, ctx: CtxDep) -> BacktestResult:
+    """Replay draft Rego on the newest runs with a stored plan, next to the current version."""
+    return backtest.backtest(
+        ctx.session,
+        ctx.objects,
+        principal,
+        _engine(ctx),
+        body,
+        timeout_seconds=ctx.settings.policy_timeout_seconds,
+        max_input_bytes=ctx.settings.policy_input_max_bytes,
+    )
+
+
+@router.get("/policies/library", response_model=LibraryPublic)
+def list_library(principal: PrincipalDep) -> dict:
+    data = service.library(principal)
+    return {"data": data, "count": len(data)}
+
+
+@router.post("/policies/library/{slug}/install", status_code=201, response_model=PolicyPublic)
+def install_from_library(
+    slug: LibrarySlug, principal: PrincipalDep, ctx: CtxDep, body: LibraryInstall | None = None
+) -> PolicyPublic:
+    engine = _engine(ctx)
+    with ctx.session() as s:
+        return service.install_from_library(s, principal, engine, slug, body.name if body else None)
 
 
 @router.get("/policies/{policy_id}", response_model=PolicyPublic)
@@ -130,3 +173,26 @@ def detach_policy(
     with ctx.session() as s:
         service.detach_policy(s, principal, stack_id, policy_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/runs/{run_id}/policy-input",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "The run's policy input"}},
+)
+def run_policy_input(
+    run_id: RunId,
+    principal: PrincipalDep,
+    ctx: CtxDep,
+    type: Annotated[
+        PolicyType | None, Query(description="pre_plan: the input before the plan (no plan keys)")
+    ] = None,
+) -> Response:
+    """The input document a policy sees for this run: its stored plan JSON (sensitive values
+    redacted) at the top level plus ``crucible``. A run without a plan gets ``crucible`` alone."""
+    with ctx.session(readonly=True) as s:
+        source = inputs.load_run_source(s, principal, run_id)
+    # The object store is read outside the transaction: a plan can be megabytes.
+    plan = inputs.load_plan(ctx.objects, source, ctx.settings.policy_input_max_bytes)
+    doc = inputs.build_input(source, plan, type)
+    return Response(json.dumps(doc), media_type="application/json")

@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -211,3 +212,118 @@ class EvaluationResult(BaseModel):
     type: PolicyType
     policy_id: str | None = None  # set when a saved policy was evaluated
     version: int | None = None
+
+
+# ---------------------------------------------------------------- starter library
+
+
+class LibraryPolicyPublic(BaseModel):
+    """A ready-made policy of the starter library, with its Rego."""
+
+    slug: str
+    name: str
+    description: str
+    type: PolicyType
+    body: str
+
+
+class LibraryPublic(BaseModel):
+    data: list[LibraryPolicyPublic]
+    count: int
+
+
+class LibraryInstall(BaseModel):
+    """Optional body of an install: the new policy's name (default: the library policy's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+
+
+# ---------------------------------------------------------------- backtesting
+
+StackIdItem = Annotated[str, Field(pattern=r"^stk-[0-9a-f]{16}$", description="e.g. stk-0123456789abcdef")]
+BacktestOutcome = Literal["allow", "warn", "deny", "approval", "error"]
+
+
+class BacktestRequest(BaseModel):
+    """Evaluate draft Rego against the last ``limit`` real plans, and compare it with the
+    current version of ``policy_id`` (the saved policy being edited) when given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: PolicyBody
+    type: PolicyType | None = Field(
+        default=None, description="The draft's type; defaults to the saved policy's (policy_id)"
+    )
+    policy_id: PolicyId | None = None
+    stack_ids: Annotated[list[StackIdItem], Field(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="The stacks whose runs to replay; default: the stacks policy_id applies to, "
+        "or every stack without policy_id",
+    )
+    limit: StrictInt = Field(default=20, ge=1, le=100, description="How many of the newest planned runs")
+
+
+class BacktestDecision(BaseModel):
+    """What one version of the policy decided on one past run. ``deny``/``warn`` are cut to
+    the first few messages; ``deny_count``/``warn_count`` are the full numbers."""
+
+    outcome: BacktestOutcome
+    deny: list[str]
+    warn: list[str]
+    deny_count: int
+    warn_count: int
+    require_approval: bool
+    required_approvals: int
+    error: str | None = None
+    duration_ms: float
+
+
+class BacktestRun(BaseModel):
+    run_id: str
+    stack_id: str
+    stack_name: str
+    run_type: str
+    run_status: str
+    created_at: str
+    commit_sha: str | None
+    skipped: str | None = None  # why the run was not evaluated (time budget, plan unavailable)
+    draft: BacktestDecision | None = None
+    current: BacktestDecision | None = None
+    changed: bool = False  # the draft's outcome differs from the current version's (or from no policy)
+    messages_changed: bool = False
+
+
+class BacktestCounts(BaseModel):
+    evaluated: int = 0
+    would_deny: int = 0
+    would_warn: int = 0
+    would_require_approval: int = 0
+    errors: int = 0
+
+
+class BacktestSummary(BacktestCounts):
+    """The draft's counts, and ``current``: the same for the saved version (null without one)."""
+
+    runs: int = 0
+    skipped: int = 0
+    changed: int = 0
+    current: BacktestCounts | None = None
+
+
+class BacktestResult(BaseModel):
+    engine: str
+    type: PolicyType
+    policy_id: str | None
+    version: int | None  # the current version compared against
+    policy_enabled: bool | None
+    stack_ids: list[str] | None  # the stacks replayed; null: every stack of the organization
+    limit: int
+    summary: BacktestSummary
+    runs: list[BacktestRun]
+    budget_seconds: float
+    budget_exceeded: bool
+    duration_ms: float
+    unsupported_builtins: list[str]
+    notes: list[str]

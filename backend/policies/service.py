@@ -19,6 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -27,10 +28,12 @@ from backend.audit import service as audit
 from backend.auth.models import Role
 from backend.auth.principal import Principal
 from backend.errors import Conflict, FieldError, NotFound, ServiceError
+from backend.policies import library as starter
 from backend.policies.engine import PolicyCompileError, PolicyEngine, PolicyEvalError, default_engine
 from backend.policies.models import Policy, PolicyLabel, PolicyType, PolicyVersion, StackPolicy
 from backend.policies.schemas import (
     EvaluationResult,
+    LibraryPolicyPublic,
     PolicyCreate,
     PolicyEvaluate,
     PolicyPublic,
@@ -658,3 +661,76 @@ def evaluate(
         policy_id=source.policy_id,
         version=source.version,
     )
+
+
+# ---------------------------------------------------------------- starter library
+
+
+def library(principal: Principal) -> list[LibraryPolicyPublic]:
+    """The starter library (backend/policies/library), in its documented order."""
+    principal.require(Role.viewer, "viewing the policy library")
+    return [
+        LibraryPolicyPublic(slug=p.slug, name=p.name, description=p.description, type=p.type, body=p.body)
+        for p in starter.LIBRARY
+    ]
+
+
+def _free_name(session: Session, org_id: str, name: str) -> str:
+    for n in range(2, 100):
+        suffix = f" {n}"
+        candidate = name[: 100 - len(suffix)].rstrip() + suffix
+        if not _name_taken(session, org_id, candidate):
+            return candidate
+    return f"{name[:80]} {new_id('x')[-8:]}"
+
+
+def install_from_library(
+    session: Session, principal: Principal, engine: PolicyEngine, slug: str, name: str | None = None
+) -> PolicyPublic:
+    """A new policy from the library: enabled, but attached to no stack (it changes nothing
+    until an admin attaches it). Audited as any created policy (``policy.create``)."""
+    principal.require(Role.admin, "installing library policies")
+    item = starter.get(slug)
+    if item is None:
+        known = ", ".join(p.slug for p in starter.LIBRARY)
+        raise NotFound(f"the policy library has no policy {slug!r} (it has: {known})")
+    try:
+        body = PolicyCreate(
+            name=item.name if name is None else name,
+            type=item.type,
+            body=item.body,
+            description=item.description,
+        )
+    except ValidationError as exc:
+        raise FieldError("name", exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    try:
+        return create_policy(session, principal, engine, body)
+    except FieldError as exc:
+        if exc.field != "name":
+            raise
+        suggestion = _free_name(session, principal.org_id, body.name)
+        raise Conflict(
+            f"a policy named {body.name!r} already exists in this organization: "
+            f'install this one under another name, e.g. {{"name": "{suggestion}"}}'
+        ) from None
+
+
+# ---------------------------------------------------------------- where a policy applies
+
+
+def stacks_for_policy(session: Session, policy: Policy) -> list[str]:
+    """Ids of the stacks of the policy's organization it applies to (the inverse of
+    ``_applies_clause``): every stack when ``applies_to_all``, else the stacks it is attached to
+    or that carry one of its labels; none for organization-wide types (login). Sorted."""
+    if policy.type in ORG_ONLY_TYPES:
+        return []
+    stmt = select(Stack.id).where(Stack.org_id == policy.org_id)
+    if not policy.applies_to_all:
+        direct = select(StackPolicy.stack_id).where(StackPolicy.policy_id == policy.id)
+        by_label = (
+            select(StackLabel.stack_id)
+            .join(PolicyLabel, col(PolicyLabel.label) == col(StackLabel.label))
+            .where(PolicyLabel.policy_id == policy.id)
+        )
+        stmt = stmt.where(or_(col(Stack.id).in_(direct), col(Stack.id).in_(by_label)))
+    return list(session.exec(stmt.order_by(col(Stack.id))).all())

@@ -1,7 +1,9 @@
 """The policy engines: the conformance corpus on every embedded engine, errors, time limits.
 
 The corpus lives in tests/policies/<group>/<policy>/: ``policy.rego`` plus pairs
-``<case>.input.json`` / ``<case>.expected.json`` (tests/policies/README.md). Every case runs on
+``<case>.input.json`` / ``<case>.expected.json`` (tests/policies/README.md). The starter group
+tests the packaged library: ``starter/<slug>/`` has no policy.rego of its own, its cases run
+``backend/policies/library/<slug>.rego``. Every case runs on
 every embedded engine that is installed. A case an engine is known to get wrong names it in
 ``known_failures`` with the reason; it runs as a strict xfail, so the day the engine gets it
 right the suite says so and the entry (and docs/policies-engines.md) must go.
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from backend.policies import engine as engine_mod
+from backend.policies import library
 from backend.policies.engine import (
     OPA_EVAL,
     REGOPY,
@@ -35,6 +38,7 @@ from backend.policies.engines.sandbox import WorkerPool
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "policies"
 FIXTURES = ROOT / "fixtures"
+LIBRARY = Path(library.__file__).parent
 DECISION_FIELDS = ("deny", "warn", "require_approval", "required_approvals")
 
 
@@ -47,13 +51,21 @@ def load_input(path: Path) -> dict:
     return doc
 
 
+def policy_file(case_dir: Path) -> Path:
+    """The policy a corpus directory's cases run: the library's for starter/<slug>."""
+    if case_dir.parent.name == "starter":
+        return LIBRARY / f"{case_dir.name}.rego"
+    return case_dir / "policy.rego"
+
+
 def corpus_cases() -> list[tuple[str, Path, Path, Path]]:
     cases = []
-    for policy in sorted(CORPUS.glob("*/*/policy.rego")):
-        for expected in sorted(policy.parent.glob("*.expected.json")):
+    for case_dir in sorted({p.parent for p in CORPUS.glob("*/*/*.expected.json")}):
+        policy = policy_file(case_dir)
+        for expected in sorted(case_dir.glob("*.expected.json")):
             name = expected.name.removesuffix(".expected.json")
-            case_id = f"{policy.parent.parent.name}/{policy.parent.name}/{name}"
-            cases.append((case_id, policy, policy.parent / f"{name}.input.json", expected))
+            case_id = f"{case_dir.parent.name}/{case_dir.name}/{name}"
+            cases.append((case_id, policy, case_dir / f"{name}.input.json", expected))
     return cases
 
 
@@ -88,6 +100,11 @@ def test_the_corpus_is_there():
     assert {"starter", "builtins"} <= groups
     starter = {c[0].split("/")[1] for c in CASES if c[0].startswith("starter/")}
     assert len(starter) == 7, starter
+    # Every library policy has cases, and every starter case runs a library policy.
+    assert starter == {p.slug for p in library.LIBRARY} == {p.stem for p in LIBRARY.glob("*.rego")}
+    assert not list((CORPUS / "starter").glob("*/policy.rego")), "starter policies live in the library"
+    for _, policy, _, _ in CASES:
+        assert policy.exists(), policy
     for _, _, input_path, expected_path in CASES:
         assert input_path.exists(), f"{expected_path.name} has no input file"
         expected = json.loads(expected_path.read_text())
@@ -234,8 +251,8 @@ def test_missing_package_is_a_compile_error(engine):
 
 
 def test_compile_accepts_the_starter_library(engine):
-    for policy in sorted((CORPUS / "starter").glob("*/policy.rego")):
-        engine.compile(policy.read_text())
+    for policy in library.LIBRARY:
+        engine.compile(policy.body)
 
 
 def test_compile_error_is_picklable_and_readable():
@@ -354,7 +371,7 @@ def test_builtins_used_unsupported(engines):
         assert engines[REGOPY].builtins_used_unsupported(src) == ["net.cidr_contains", "strings.split_n"]
     if OPA_EVAL in engines:
         assert engines[OPA_EVAL].builtins_used_unsupported(src) == ["net.cidr_contains", "strings.split_n"]
-    clean = (CORPUS / "starter" / "required_tags" / "policy.rego").read_text()
+    clean = library.source("required_tags")
     for eng in engines.values():
         assert eng.builtins_used_unsupported(clean) == []
         assert eng.builtins_used_unsupported("not rego at all {") == []
@@ -394,6 +411,71 @@ def test_input_projection():
     assert only.project(doc) == {"resource_changes": [1], "crucible": {"run": {}}}
     assert adapt('package crucible\nx := object.get(input, "a", 1)\n').project(doc) is doc
     assert adapt('package crucible\nwarn contains "input" if true\n').project(doc) == {}
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def _decision_or_error(engine, source: str, doc: dict):
+    try:
+        d = engine.evaluate(source, doc, timeout_seconds=30)
+    except (PolicyCompileError, PolicyEvalError) as exc:
+        return type(exc).__name__
+    return {k: getattr(d, k) for k in DECISION_FIELDS}
+
+
+@pytest.mark.skipif(OPA_EVAL not in BACKENDS, reason="opa-eval is pinned: test_default_engine fails")
+def test_a_merged_batch_decides_exactly_what_each_policy_decides_alone(engines):
+    """Hooks evaluate all of a stack's policies in one pass (adapt.combine). Every corpus
+    policy, merged with every other one, must decide on every corpus input what it decides
+    alone: the renaming keeps each module's meaning, and same-named rules of different
+    policies never meet."""
+    from backend.policies.engines.adapt import combine
+    from backend.policies.engines.embedded import RegorusBackend, dumps
+
+    engine = engines[OPA_EVAL]
+    backend = RegorusBackend()
+    policies = sorted({policy for _, policy, _, _ in CASES})
+    names = [str(p.relative_to(ROOT.parent)) for p in policies]
+    sources = [p.read_text() for p in policies]
+    merged_somewhere = 0
+    for input_path in sorted({i for _, _, i, _ in CASES}):
+        doc = load_input(input_path)
+        alone = [_decision_or_error(engine, src, doc) for src in sources]
+        # A batch fails as a whole on one policy's error (then each is evaluated alone, which
+        # says which failed): merge the ones that succeed alone.
+        ok = [i for i, a in enumerate(alone) if isinstance(a, dict)]
+        combined = combine([RegorusBackend.adapt(sources[i]) for i in ok])
+        assert combined is not None, "a corpus policy no longer merges"
+        raw = backend.evaluate_many([sources[i] for i in ok], dumps(combined.project(doc)))
+        assert raw is not None, f"the merged module failed on {input_path.name}"
+        got = {names[i]: normalise(r, 0) for i, r in zip(ok, raw, strict=True)}
+        assert {k: {f: getattr(d, f) for f in DECISION_FIELDS} for k, d in got.items()} == {
+            names[i]: alone[i] for i in ok
+        }, input_path
+        merged_somewhere += len(ok)
+        # Through the engine (the sandbox worker): the same decisions, errors included.
+        through = engine.evaluate_many(sources, doc, timeout_seconds=30)
+        assert [
+            type(d).__name__ if isinstance(d, Exception) else {f: getattr(d, f) for f in DECISION_FIELDS}
+            for d in through
+        ] == alone
+    assert merged_somewhere > 100
+
+
+def test_the_starter_library_merges_into_one_pass():
+    from backend.policies.engines.adapt import combine
+    from backend.policies.engines.embedded import RegorusBackend
+
+    assert combine([RegorusBackend.adapt(p.body) for p in library.LIBRARY]) is not None
+    # What the lexer cannot rename safely is declined, never merged wrongly.
+    for src in (
+        "package crucible\nimport data.lists\ndeny contains x if some x in lists.bad\n",
+        "package crucible\ndeny contains x if x := data.crucible.other\nother := 1\n",
+        'package crucible\ndeny contains $"{input.x}" if true\n',
+        'package crucible\ntime := 1\ndeny contains "late" if time.now_ns() > 0\n',
+    ):
+        assert combine([RegorusBackend.adapt(src)]) is None, src
 
 
 def test_normalise():

@@ -24,6 +24,7 @@ The appended text starts after the user's last line, so any error whose line is 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 from backend.policies.engine import DECISION_KEYS, PolicyCompileError
@@ -224,4 +225,123 @@ def adapt(
         calls=tuple(calls),
         digest=hashlib.sha256(text.encode()).hexdigest(),
         input_keys=None if mod.input_keys is None else frozenset(mod.input_keys),
+    )
+
+
+# ---------------------------------------------------------------------------- batches
+#
+# Engines that take the input as JSON text parse it on every evaluation: for a 10,000-change
+# plan that parse costs far more than the policies themselves, and a hook evaluates every policy
+# of a stack against the same input. ``combine`` merges several adapted modules into one, so the
+# input is parsed once for all of them: each module's package and import lines are dropped, its
+# rule names (and only they) are prefixed with its index, and one rule collects every decision.
+# Renaming one identifier everywhere in a module is a bijection, so what each module computes is
+# unchanged; what the lexer cannot rename safely (data references, import aliases, template
+# strings, rule names that are builtin namespaces) makes ``combine`` decline, and the caller
+# evaluates those modules one by one.
+
+BATCH_PACKAGE = "crucible_batch"
+BATCH_RULE = "__crucible_batch"
+_MERGEABLE_IMPORTS = ("rego.v1", "future.keywords")
+
+
+@dataclass(frozen=True)
+class Combined:
+    text: str
+    digest: str
+    input_keys: frozenset[str] | None
+
+    def project(self, doc: dict) -> dict:
+        if self.input_keys is None:
+            return doc
+        return {k: doc[k] for k in self.input_keys if k in doc}
+
+
+def _merge_body(index: int, text: str) -> str | None:
+    """``text`` (an adapted module) without its package and import lines and with its rule
+    names prefixed; None when that cannot be done safely."""
+    mod = rego_source.analyse(text)
+    if mod.import_aliases:
+        return None
+    namespaces = {c.name.split(".", 1)[0] for c in mod.calls if "." in c.name}
+    if mod.rule_names & (namespaces | {"data", "input"}):
+        return None
+    tokens = rego_source.tokenize(text)
+    drop: set[int] = set()  # token indexes of package/import statements
+    at_start = True
+    for i, tok in enumerate(tokens):
+        if tok.kind == "string" and tok.text.startswith("$"):
+            return None  # template strings hold expressions the lexer does not see into
+        if tok.kind == "ident" and tok.text == "data" and not (i and tokens[i - 1].text == "."):
+            return None
+        if at_start and tok.depth == 0 and tok.kind == "ident" and tok.text in ("package", "import"):
+            j = i
+            while j < len(tokens) and tokens[j].kind != "newline":
+                if tokens[j].text == "import":
+                    path, _ = rego_source._dotted(tokens, j + 1) if j + 1 < len(tokens) else ("", 0)
+                    if not path.startswith(_MERGEABLE_IMPORTS):
+                        return None
+                drop.add(j)
+                j += 1
+        at_start = tok.kind == "newline" and tok.depth == 0
+    out: list[str] = []
+    last = 0
+    for i, tok in enumerate(tokens):
+        if i in drop:
+            out.append(text[last : tok.offset])
+            last = tok.offset + len(tok.text)
+            continue
+        field_access = i and tokens[i - 1].text == "." and tokens[i - 1].offset + 1 == tok.offset
+        if tok.kind == "ident" and tok.text in mod.rule_names and not field_access:
+            out.append(text[last : tok.offset])
+            out.append(f"__p{index}_{tok.text}")
+            last = tok.offset + len(tok.text)
+    out.append(text[last:])
+    return "".join(out)
+
+
+_COMBINED: dict[tuple[str, ...], Combined | None] = {}
+_COMBINED_MAX = 64
+_COMBINED_LOCK = threading.Lock()
+
+
+def combine(adapted: list[Adapted]) -> Combined | None:
+    """One module whose ``BATCH_RULE`` is ``{"0": decision of adapted[0], ...}``; None when a
+    module cannot be merged (evaluate them one by one then). Cached: a hook evaluates the same
+    policies run after run, and merging lexes every module (tens of milliseconds)."""
+    key = tuple(a.digest for a in adapted)
+    with _COMBINED_LOCK:
+        if key in _COMBINED:
+            return _COMBINED[key]
+    result = _combine(adapted)
+    with _COMBINED_LOCK:
+        if len(_COMBINED) >= _COMBINED_MAX:
+            _COMBINED.pop(next(iter(_COMBINED)))
+        _COMBINED[key] = result
+    return result
+
+
+def _combine(adapted: list[Adapted]) -> Combined | None:
+    bodies = []
+    for i, a in enumerate(adapted):
+        body = _merge_body(i, a.text)
+        if body is None:
+            return None
+        bodies.append(body)
+    fields = ", ".join(f'"{i}": __p{i}_{DECISION_RULE}' for i in range(len(adapted)))
+    text = (
+        f"package {BATCH_PACKAGE}\n\nimport rego.v1\n\n"
+        + "\n".join(bodies)
+        + f"\n{BATCH_RULE} := {{{fields}}}\n"
+    )
+    keys: set[str] | None = set()
+    for a in adapted:
+        if a.input_keys is None:
+            keys = None
+            break
+        keys |= a.input_keys
+    return Combined(
+        text=text,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+        input_keys=None if keys is None else frozenset(keys),
     )

@@ -303,6 +303,7 @@ def _serve() -> None:
         "ping": lambda: "pong",
         "compile": lambda engine, source: backend(engine).compile(source),
         "evaluate": lambda engine, source, input_json: backend(engine).evaluate(source, input_json),
+        "evaluate_many": lambda engine, sources, doc: backend(engine).evaluate_many(sources, doc),
         "probe": lambda engine, names: backend(engine).probe(names),
     }
     stdin = sys.stdin.buffer.fileno()
@@ -330,6 +331,12 @@ def _serve() -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(channel, view) :]
+        del data, view, reply
+        if op.startswith("evaluate") and args:  # idle now: free what the evaluation held
+            with contextlib.suppress(Exception):
+                release = getattr(backend(args[0]), "release", None)
+                if release is not None:
+                    release()
 
 
 if __name__ == "__main__":
