@@ -15,6 +15,7 @@ NAV = [
             ("Runs", "/runs", "play", "runs"),
         ],
     ),
+    ("Config", [("Policies", "/policies", "shield-check", "policies")]),
     ("Ops", [("Audit", "/audit", "scroll-text", "audit")]),
 ]
 

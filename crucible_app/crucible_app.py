@@ -11,6 +11,10 @@ from backend.tasks import BACKGROUND_TASKS
 from crucible_app.pages.audit import audit_page
 from crucible_app.pages.dashboard import dashboard_page
 from crucible_app.pages.login import login_page
+from crucible_app.pages.policies import policies_page
+from crucible_app.pages.policies_editor import policy_detail_page, policy_new_page
+from crucible_app.pages.policies_library import policies_library_page
+from crucible_app.pages.policies_playground import policies_playground_page
 from crucible_app.pages.runs import run_detail_page, runs_page
 from crucible_app.pages.settings import settings_page
 from crucible_app.pages.stacks import stack_detail_page, stack_edit_page, stack_new_page, stacks_page
@@ -20,6 +24,10 @@ from state.base import AuthState
 from state.dashboard import DashboardState
 from state.guard import SessionGuard
 from state.login import LoginState
+from state.policies import PoliciesState
+from state.policies_editor import PolicyEditorState
+from state.policies_library import PolicyLibraryState
+from state.policies_playground import PlaygroundState
 from state.runs import RunDetailState, RunsState
 from state.settings import SettingsState
 from state.stacks import StackDetailState, StackFormState, StacksState
@@ -48,6 +56,11 @@ PROTECTED_PAGES = [
     (stack_edit_page, "/stacks/[stack_id]/edit", "Edit stack", StackFormState.load_edit),
     (runs_page, "/runs", "Runs", RunsState.load),
     (run_detail_page, "/runs/[run_id]", "Run", RunDetailState.load),
+    (policies_page, "/policies", "Policies", PoliciesState.load),
+    (policy_new_page, "/policies/new", "New policy", PolicyEditorState.load_new),
+    (policies_playground_page, "/policies/test", "Policy playground", PlaygroundState.load),
+    (policies_library_page, "/policies/library", "Policy library", PolicyLibraryState.load),
+    (policy_detail_page, "/policies/[policy_id]", "Policy", PolicyEditorState.load),
     (audit_page, "/audit", "Audit log", AuditState.load),
     (settings_page, "/settings", "Settings", SettingsState.load),
 ]
