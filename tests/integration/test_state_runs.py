@@ -336,3 +336,81 @@ def test_real_terraform_keeps_its_state_in_crucible(ctx, world, api, live_api, t
     assert "two" in json.dumps(outputs)
     assert _lock_of(ctx, stack) is None
     assert "TF_HTTP_PASSWORD" not in log_text(ctx, second["id"])
+
+
+# ---------------------------------------------------------------------------- policies on real plans
+
+
+@SQLITE_ONLY
+def test_a_starter_policy_denies_a_recorded_tofu_plan_that_deletes(
+    ctx, world, api, live_api, tmp_path, fake_tofu_path
+):
+    """post_plan sees the plan JSON the tool showed (the recorded OpenTofu plan deletes three
+    resources), and the library's policy names each of them."""
+    repo = GitRepo.create(tmp_path / "repo", {"main.tf": 'resource "terraform_data" "a" {}\n'})
+    stack = world.stack(tool="opentofu", repository_url=repo.url)
+    assert (
+        api.put(f"/api/v1/stacks/{stack['id']}/variables/PATH", json={"value": fake_tofu_path}).status_code
+        == 200
+    )
+    installed = api.post("/api/v1/policies/library/no_destroy_outside_destroy_runs/install")
+    assert installed.status_code == 201, installed.text
+    attached = api.post(f"/api/v1/stacks/{stack['id']}/policies", json={"policy_id": installed.json()["id"]})
+    assert attached.status_code == 201, attached.text
+    with WorkerThread(ctx) as worker:
+        run = _trigger(api, stack)
+        failed = wait_for_status(ctx, run["id"], "failed", worker=worker)
+    assert failed.failure_reason.startswith("denied at post_plan: policy 'No destroy outside destroy runs'")
+    (result,) = api.get(f"/api/v1/runs/{run['id']}/policy-results").json()["data"]
+    assert result["outcome"] == "deny"
+    assert [m.split(" ")[0] for m in result["deny"]] == [
+        "terraform_data.blue",
+        "terraform_data.db",
+        "terraform_data.gone",
+    ]
+    assert _versions(api, stack) == []  # nothing was applied
+
+
+@pytest.mark.skipif(REAL_TERRAFORM is None, reason="terraform is not on PATH")
+@SQLITE_ONLY
+def test_policies_read_real_terraform_plans_at_post_plan_and_pre_apply(ctx, world, api, live_api, tmp_path):
+    header = "package crucible\n\nimport rego.v1\n\n"
+    main_tf = 'resource "terraform_data" "a" {\n  input = "%s"\n}\n'
+    repo = GitRepo.create(tmp_path / "repo", {"main.tf": main_tf % "one"})
+    stack = world.stack(tool="terraform", repository_url=repo.url)
+    for name, type_, rules in (
+        (
+            "not two",
+            "post_plan",
+            'deny contains sprintf("%s may not become two", [rc.address]) if {\n'
+            '\tsome rc in input.resource_changes\n\trc.change.after.input == "two"\n}\n',
+        ),
+        (
+            "count creates",
+            "pre_apply",
+            "warn contains msg if {\n"
+            '\tcreates := count([rc | some rc in input.resource_changes; "create" in rc.change.actions])\n'
+            '\tmsg := sprintf("applying %d creates", [creates])\n}\n',
+        ),
+    ):
+        created = api.post("/api/v1/policies", json={"name": name, "type": type_, "body": header + rules})
+        assert created.status_code == 201, created.text
+        assert api.post(f"/api/v1/stacks/{stack['id']}/policies", json={"policy_id": created.json()["id"]})
+    with WorkerThread(ctx) as worker:
+        first = _trigger(api, stack)
+        wait_for_status(ctx, first["id"], "unconfirmed", worker=worker, timeout=120)
+        _confirm(api, first)
+        wait_for_status(ctx, first["id"], "finished", worker=worker, timeout=120)
+        repo.commit({"main.tf": main_tf % "two"}, "two")
+        second = _trigger(api, stack)
+        denied = wait_for_status(ctx, second["id"], "failed", worker=worker, timeout=120)
+    results = api.get(f"/api/v1/runs/{first['id']}/policy-results").json()["data"]
+    assert [(r["hook"], r["outcome"], r["warn"]) for r in results] == [
+        ("post_plan", "allow", []),
+        ("pre_apply", "warn", ["applying 1 creates"]),
+    ]
+    assert (
+        denied.failure_reason
+        == "denied at post_plan: policy 'not two' (version 1): terraform_data.a may not become two"
+    )
+    assert [(v["serial"], v["run_id"]) for v in _versions(api, stack)] == [(1, first["id"])]
