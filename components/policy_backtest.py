@@ -234,8 +234,8 @@ def _result() -> rx.Component:
             empty_state(
                 "history",
                 "No past runs to replay",
-                "None of these stacks' runs has a stored plan yet. Backtesting replays real plans: "
-                "trigger a run, or pick stacks that have planned.",
+                "None of the stacks this policy applies to has a run with a stored plan yet (Ansible "
+                "runs have none). Backtesting replays real plans: trigger a run first.",
                 tid="backtest-empty",
             ),
             _table(),

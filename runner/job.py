@@ -23,6 +23,7 @@ from pathlib import Path
 
 from backend.config import Settings
 from backend.policies import enforcement
+from backend.policies.inputs import redacted
 from backend.runs.execution import Job
 from backend.storage import StorageError
 from runner import workspace
@@ -36,6 +37,7 @@ log = logging.getLogger("crucible.runner")
 
 FLUSH_SECONDS = 0.1
 FLUSH_LINES = 500
+DRAIN_SECONDS = 15.0
 KEEP_STEP_LINES = 20_000  # what an adapter may read back from its last plan step
 PLAN_FILE = "plan.bin"
 APPLYING_TYPES = ("tracked", "destroy")  # the run types whose plans are applied (and approved)
@@ -61,7 +63,8 @@ class LogPump:
         self.step_lines: list[str] = []
 
     def line(self, text: str) -> None:
-        masked = self.mask(text)
+        # PostgreSQL text cannot hold NUL: one such byte would make every retry of its batch fail.
+        masked = self.mask(text.replace("\x00", "\ufffd") if "\x00" in text else text)
         self._buffer.append(masked)
         self.step_lines.append(masked)
         if len(self.step_lines) > KEEP_STEP_LINES:
@@ -77,28 +80,31 @@ class LogPump:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
             self._wake.clear()
-            await self._flush()
+            if not await self._flush():
+                await asyncio.sleep(1)  # the database refused the lines: back off, keep them
 
     async def drain(self) -> None:
         """Every line so far is stored when this returns. Called before a phase's end is
-        reported: whoever sees the run finished reads its whole log."""
-        await self._flush()
+        reported: whoever sees the run finished reads its whole log. Bounded: a database that
+        keeps refusing the lines must not keep the run from ending."""
+        await self._flush(deadline=asyncio.get_running_loop().time() + DRAIN_SECONDS)
 
-    async def _flush(self) -> None:
+    async def _flush(self, deadline: float | None = None) -> bool:
+        """Send the buffered lines in order; False if the database refused some (they stay
+        buffered). With ``deadline``, retry every second until then."""
         async with self._sending:
-            await self._send_buffer()
-
-    async def _send_buffer(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer[:FLUSH_LINES], self._buffer[FLUSH_LINES:]
-            try:
-                await self.port.append_logs(self.run_id, self.phase, batch)
-            except Exception:
-                log.exception("could not store log lines of %s; retrying", self.run_id)
-                self._buffer[:0] = batch
-                await asyncio.sleep(1)
-                if self._closed:
-                    return
+            loop = asyncio.get_running_loop()
+            while self._buffer:
+                batch, self._buffer = self._buffer[:FLUSH_LINES], self._buffer[FLUSH_LINES:]
+                try:
+                    await self.port.append_logs(self.run_id, self.phase, batch)
+                except Exception:
+                    log.exception("could not store log lines of %s; retrying", self.run_id)
+                    self._buffer[:0] = batch
+                    if deadline is None or loop.time() >= deadline:
+                        return False
+                    await asyncio.sleep(1)
+            return True
 
     async def close(self) -> None:
         self._closed = True
@@ -255,8 +261,8 @@ class JobRunner:
         if self.cancel.is_set():
             raise Canceled
         found = await self.port.check_policies(self.job.run_id, checks, doc)
-        if found is None:  # the run is no longer this worker's: its reports are ignored
-            return dict.fromkeys(hooks, empty)
+        if found is None:  # the run is no longer this worker's (reaped, force-canceled): stop
+            raise Canceled
         verdicts = {}
         for hook in hooks:
             outcomes = found.get(hook, [])
@@ -289,9 +295,13 @@ class JobRunner:
                 "this stack's policies"
             )
         try:
-            return await asyncio.to_thread(json.loads, data)
+            plan = await asyncio.to_thread(json.loads, data)
         except ValueError as exc:
             raise RunFailed(f"the plan JSON cannot be read for the policies: {exc}") from None
+        if not isinstance(plan, dict):
+            raise RunFailed("the plan JSON is not an object: the policies cannot read it")
+        # Sensitive values never reach a policy, so none reaches a message (as in backtests).
+        return await asyncio.to_thread(redacted, plan)
 
     async def _stored(self, key: str, what: str) -> bytes:
         try:

@@ -30,9 +30,9 @@ TYPE_HINTS = {
     "post_plan": "On the plan. deny fails the run; warn is shown.",
     "pre_apply": "Just before apply. deny stops the apply.",
     "approval": "After the plan. require_approval / required_approvals hold the run for approvers.",
-    "trigger": "After a finished run: which downstream stacks to run.",
-    "login": "On login, for the whole organization: allow or deny, and the role.",
-    "validation": "On demand and on a schedule, against the current state; shown on the stack.",
+    "trigger": "Stored and testable here; Crucible does not evaluate trigger policies yet.",
+    "login": "Stored and testable here; Crucible does not evaluate login policies yet.",
+    "validation": "Stored and testable here; Crucible does not evaluate validation policies yet.",
 }
 
 # What a new policy starts with: a small, working example of the type (Rego v1).

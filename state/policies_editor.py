@@ -320,6 +320,9 @@ class PolicyEditorState(AuthState):
         except NotFound:
             self.not_found, self.loading = True, False
             return None
+        except ServiceError as exc:
+            self.loading = False
+            return rx.toast.error(exc.message)
         self._fill(p)
         self._apply_versions(versions, vcount, 0)
         self._apply_reach(reach)

@@ -20,6 +20,7 @@ from backend.errors import ServiceError
 from backend.policies import inputs, service
 from backend.policies.models import PolicyType
 from backend.policies.schemas import INPUT_MAX_DEPTH, PolicyEvaluate, input_depth
+from backend.storage import StorageError
 from state.base import AuthState, SessionExpired
 from state.helpers import relative, run_db
 from state.policies import TEMPLATES, TYPES, gutter
@@ -139,7 +140,7 @@ class PlaygroundState(AuthState):
     def verdict(self) -> str:
         if self.deny:
             return "deny"
-        if self.require_approval:
+        if self.require_approval and self.result_type == "approval":  # runs honour it only there
             return "approval"
         if self.warn:
             return "warn"
@@ -332,6 +333,10 @@ class PlaygroundState(AuthState):
         except ServiceError as exc:
             self.loading_run = False
             yield rx.toast.error(exc.message)
+            return
+        except StorageError as exc:  # the object store itself is unavailable
+            self.loading_run = False
+            yield rx.toast.error(f"the run's plan cannot be read from the object store: {exc}")
             return
         text = json.dumps(doc, indent=2)
         self.input_source = f"run {source.run.id} ({source.stack.name})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 
 import reflex as rx
 from pydantic import ValidationError
@@ -29,6 +30,8 @@ OUTCOME_LABELS = {
     "approval": "approval",
     "error": "error",
 }
+
+log = logging.getLogger("crucible.ui.backtest")
 
 
 @dataclasses.dataclass
@@ -245,6 +248,12 @@ class PolicyBacktestState(AuthState):
             async with self:
                 if seq == self._seq:
                     self._fail(exc.message)
+            return None
+        except Exception as exc:  # a bug or an unavailable store: say so, never spin forever
+            log.exception("backtest failed")
+            async with self:
+                if seq == self._seq:
+                    self._fail(f"the backtest failed: {type(exc).__name__}: {exc}")
             return None
         async with self:
             if seq == self._seq:

@@ -31,6 +31,10 @@ STATUSES = [s.value for s in lc.RunStatus]
 TYPES = [t.value for t in lc.RunType]
 ACTIVE = [s.value for s in lc.RunStatus if s not in lc.TERMINAL]
 WATCH_SECONDS = 1.0
+# A run that waits for people (confirmation, approvals) may wait for days: look less often.
+WAITING_FOR_PEOPLE = ("unconfirmed", "pending_approval")
+WAITING_WATCH_SECONDS = 5.0
+WATCH_MAX_SECONDS = 4 * 3600
 TRIGGER_LABELS = {"api": "the API", "ui": "the UI", "retrigger": "re-trigger", "webhook": "a webhook"}
 
 
@@ -577,15 +581,20 @@ class RunDetailState(AuthState):
             if not run_id or self._watching == run_id:
                 return
             self._watching = run_id
+        started = asyncio.get_running_loop().time()
+        waiting = False
         try:
             while True:
-                await asyncio.sleep(WATCH_SECONDS)
+                await asyncio.sleep(WAITING_WATCH_SECONDS if waiting else WATCH_SECONDS)
+                if asyncio.get_running_loop().time() - started > WATCH_MAX_SECONDS:
+                    return  # a tab left open for hours: a reload picks up from here
                 async with self:
                     if self.run.id != run_id or _run_id_from_path(self.router.url.path) != run_id:
                         return
                     out = await self._refresh(run_id)
                     if out is not None or self.not_found or self.is_terminal:
                         return
+                    waiting = self.run.status in WAITING_FOR_PEOPLE
         finally:
             async with self:
                 if self._watching == run_id:

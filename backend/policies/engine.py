@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 log = logging.getLogger(__name__)
 
 DECISION_KEYS = ("deny", "warn", "require_approval", "required_approvals")
+MAX_APPROVALS = 100  # more distinct approvers than any team has: a rule gone wrong
 
 REGOPY = "regopy"
 OPA_EVAL = "opa-eval"
@@ -176,8 +177,16 @@ def normalise(raw: Any, duration_ms: float) -> Decision:
     count = raw.get("required_approvals", 0)
     if count is None:
         count = 0
-    if isinstance(count, bool) or not isinstance(count, int | float) or count != int(count) or count < 0:
-        raise PolicyEvalError(f"`required_approvals` must be a whole number ≥ 0, got {count!r}")
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int | float)
+        or not math.isfinite(count)
+        or count != int(count)
+        or not 0 <= count <= MAX_APPROVALS
+    ):
+        raise PolicyEvalError(
+            f"`required_approvals` must be a whole number from 0 to {MAX_APPROVALS}, got {count!r}"
+        )
     count = int(count)
     if approval and count == 0:
         count = 1

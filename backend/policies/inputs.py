@@ -133,6 +133,12 @@ def load_plan(objects: ObjectStore, source: RunSource, max_bytes: int = DEFAULT_
         raise PlanUnavailable(f"the stored plan of run {run_id} is not valid JSON: {exc}") from None
     if not isinstance(plan, dict):
         raise PlanUnavailable(f"the stored plan of run {run_id} is not a JSON object")
+    return redacted(plan)
+
+
+def redacted(plan: dict) -> dict:
+    """The plan as policies see it, in runs as in the playground and backtests: every sensitive
+    value replaced, so no policy message can carry one into a log or a result."""
     try:
         return redact_plan(plan)
     except PlanFormatError:

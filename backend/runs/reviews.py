@@ -1,7 +1,8 @@
 """Reviews of runs that policies hold: approve and reject a run in ``pending_approval``, and what
 each policy decided at each hook (``run_policy_result``, written by the worker).
 
-Who reviews: admins and the stack's approvers, as for confirming. A reviewer gives one review
+Who reviews: admin users and the stack's approvers, as for confirming; never API tokens (one
+admin with several tokens would otherwise count as several approvers). A reviewer gives one review
 per run (a second answers 409); the run moves on when ``run.required_approvals`` distinct
 reviewers approved (to ``unconfirmed``, or ``confirmed`` on an auto-apply stack); one rejection
 fails it with the reviewer's name and comment. Every review is audited.
@@ -41,6 +42,9 @@ def _approved(session: Session, run_id: str) -> int:
 def _review(session: Session, principal: Principal, run_id: str, decision: str, comment: str) -> Run:
     principal.require(Role.viewer, "reviewing runs")
     run = load_run(session, principal, run_id, lock=True)
+    if principal.kind != "user":
+        # Approvals count people: one admin holding several tokens is still one reviewer.
+        raise Forbidden("runs are approved and rejected by people: sign in as a user to review")
     if not principal.role.at_least(Role.admin) and not approver_stacks(session, principal, {run.stack_id}):
         raise Forbidden(
             f"{'approving' if decision == 'approve' else 'rejecting'} runs requires the admin role "

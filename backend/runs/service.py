@@ -50,7 +50,7 @@ def available_actions(run: Run, principal: Principal, approves: bool = False) ->
     reviewer = approves or principal.role.at_least(Role.admin)
     if state.status == lc.RunStatus.unconfirmed and reviewer:
         out.append("confirm")
-    if state.status == lc.RunStatus.pending_approval and reviewer:
+    if state.status == lc.RunStatus.pending_approval and reviewer and principal.kind == "user":
         out.extend(["approve", "reject"])
     if member and state.status in (lc.RunStatus.unconfirmed, lc.RunStatus.pending_approval):
         out.append("discard")

@@ -235,6 +235,7 @@ def _input_card() -> rx.Component:
         on_blur=S.check_input,
         error_line=S.json_line,
         tid="playground-input",
+        language="json",
         max_height="520px",
         max_length=INPUT_EDIT_MAX,
     )
@@ -375,7 +376,8 @@ def _results() -> rx.Component:
                     S.engine,
                     ") lacks builtins this policy calls: ",
                     rx.text.span(S.unsupported.join(", "), font_family="monospace"),
-                    ". Rules that use them are undefined here (docs/policies-engines.md).",
+                    ". Evaluating them is an error, and a run with this policy fails closed "
+                    "(docs/policies-engines.md).",
                 ),
                 icon="triangle-alert",
                 color_scheme="amber",

@@ -71,10 +71,11 @@ def test_two_approvers_release_a_run_an_approval_policy_holds(page, browser, ser
         resp = page.request.put(f"/api/v1/stacks/{stack['id']}/approvers/{user['id']}")
         assert resp.status == 200, resp.text()
         reviewers.append(user["email"])
+    changes = "input.crucible.counts.change > 0"
     for name, type_, rules in (
-        ("two reviewers", "approval", "require_approval if input.crucible.counts.change > 0\nrequired_approvals := 2\n"),
-        ("heads up", "post_plan", 'warn contains "this run changes a managed file" if input.crucible.counts.change > 0\n'),
-    ):  # fmt: skip
+        ("two reviewers", "approval", f"require_approval if {changes}\nrequired_approvals := 2\n"),
+        ("heads up", "post_plan", f'warn contains "this run changes a managed file" if {changes}\n'),
+    ):
         policy = _post(page, "/api/v1/policies", {"name": name, "type": type_, "body": HEADER + rules})
         _post(page, f"/api/v1/stacks/{stack['id']}/policies", {"policy_id": policy["id"]})
 
@@ -84,14 +85,13 @@ def test_two_approvers_release_a_run_an_approval_policy_holds(page, browser, ser
     page.get_by_test_id("trigger-run-submit").click()
     expect(page).to_have_url(re.compile(r"/runs/run-[0-9a-f]{16}"))
     run_url = page.url
-    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "pending_approval", timeout=90_000)
+    status = page.get_by_test_id("run-status")
+    expect(status).to_have_attribute("data-status", "pending_approval", timeout=90_000)
 
     # What each policy decided is on the run page, with its messages.
     results = page.get_by_test_id("run-policy-result")
     expect(results).to_have_count(2)
-    expect(page.get_by_test_id("run-policy-warn")).to_have_text(
-        "this run changes a managed file"
-    )
+    expect(page.get_by_test_id("run-policy-warn")).to_have_text("this run changes a managed file")
     outcomes = page.get_by_test_id("run-policy-outcome")
     expect(outcomes.first).to_have_attribute("data-outcome", "warn")
     expect(outcomes.nth(1)).to_have_attribute("data-outcome", "approval")
@@ -121,7 +121,8 @@ def test_two_approvers_release_a_run_an_approval_policy_holds(page, browser, ser
         expect(second.get_by_test_id("run-status")).to_have_attribute("data-status", "unconfirmed")
         expect(second.get_by_test_id("run-approvals-count")).to_have_text("2 of 2 approvals")
         second.get_by_test_id("run-confirm-button").click()
-        expect(second.get_by_test_id("run-status")).to_have_attribute("data-status", "finished", timeout=90_000)
+        finished = second.get_by_test_id("run-status")
+        expect(finished).to_have_attribute("data-status", "finished", timeout=90_000)
     finally:
         first_ctx.close()
         second_ctx.close()

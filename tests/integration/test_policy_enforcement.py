@@ -62,7 +62,8 @@ def _policy(api, name: str, type_: str, rules: str, *, stack: dict | None = None
     created = api.post("/api/v1/policies", json=body)
     assert created.status_code == 201, created.text
     if stack is not None:
-        attached = api.post(f"/api/v1/stacks/{stack['id']}/policies", json={"policy_id": created.json()["id"]})
+        path = f"/api/v1/stacks/{stack['id']}/policies"
+        attached = api.post(path, json={"policy_id": created.json()["id"]})
         assert attached.status_code == 201, attached.text
     return created.json()
 
@@ -87,7 +88,8 @@ def test_post_plan_deny_fails_the_run_with_the_message_and_warnings_show(ctx, wo
         api,
         "no big changes",
         "post_plan",
-        'deny contains sprintf("%d changes on %s", [input.crucible.counts.change, input.crucible.stack.name]) '
+        'deny contains sprintf("%d changes on %s", '
+        "[input.crucible.counts.change, input.crucible.stack.name]) "
         "if input.crucible.counts.change > 0\n",
         stack=stack,
     )
@@ -164,13 +166,17 @@ def test_a_policy_that_cannot_be_evaluated_fails_the_run_closed(ctx, world, api,
     with WorkerThread(ctx) as worker:
         run_id = _trigger(api, stack)
         failed = wait_for_status(ctx, run_id, "failed", worker=worker)
-    assert failed.failure_reason.startswith("denied at post_plan: policy 'endless' (version 1) could not be evaluated")
+    assert failed.failure_reason.startswith(
+        "denied at post_plan: policy 'endless' (version 1) could not be evaluated"
+    )
     (result,) = _results(api, run_id)
     assert result["outcome"] == "error" and result["error"]
     assert not stack["target"].exists()
 
 
-def test_approval_needs_distinct_approvers_then_the_run_applies(ctx, world, as_actor, admin, tmp_path, managed):
+def test_approval_needs_distinct_approvers_then_the_run_applies(
+    ctx, world, as_actor, admin, tmp_path, managed
+):
     api = as_actor(admin)
     second_admin = world.user(Role.admin)
     approver = world.user(Role.member)
@@ -255,7 +261,8 @@ def test_pre_apply_deny_stops_the_apply(ctx, world, api, tmp_path, managed):
         api,
         "no applies on fridays",
         "pre_apply",
-        'deny contains sprintf("not at %s", [input.crucible.run.commit]) if input.crucible.counts.change == 1\n',
+        'deny contains sprintf("not at %s", [input.crucible.run.commit]) '
+        "if input.crucible.counts.change == 1\n",
         stack=stack,
     )
     with WorkerThread(ctx) as worker:
@@ -282,3 +289,21 @@ def test_review_endpoints_refuse_runs_that_do_not_wait_for_approval(world, as_ac
     assert as_actor(viewer).post(f"/api/v1/runs/{run_id}/reject").status_code == 403
     assert as_actor(viewer).get(f"/api/v1/runs/{run_id}/policy-results").json() == {"data": [], "count": 0}
     assert api.get("/api/v1/runs/run-0000000000000000/approvals").status_code == 404
+
+
+def test_api_tokens_cannot_review_runs(world, app, as_actor, admin, db_kind):
+    """Approvals count people: one admin with two admin tokens must not make two approvals."""
+    from fastapi.testclient import TestClient
+
+    from tests.integration.test_rbac_matrix import make_run
+
+    run_id = make_run(world, world.org_id, "pending_approval")
+    api = as_actor(admin)
+    secret = api.post("/api/v1/tokens", json={"name": "ci", "role": "admin"}).json()["token"]
+    with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as token_client:
+        assert "approve" not in token_client.get(f"/api/v1/runs/{run_id}").json()["actions"]
+        for action in ("approve", "reject"):
+            resp = token_client.post(f"/api/v1/runs/{run_id}/{action}")
+            assert resp.status_code == 403 and "sign in as a user" in resp.json()["detail"]
+    assert api.get(f"/api/v1/runs/{run_id}/approvals").json()["count"] == 0
+    assert api.post(f"/api/v1/runs/{run_id}/approve").json()["status"] == "unconfirmed"

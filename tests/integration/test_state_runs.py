@@ -371,6 +371,33 @@ def test_a_starter_policy_denies_a_recorded_tofu_plan_that_deletes(
     assert _versions(api, stack) == []  # nothing was applied
 
 
+@SQLITE_ONLY
+def test_policies_never_see_the_plans_sensitive_values(ctx, world, api, live_api, tmp_path, fake_tofu_path):
+    """A message built from a sensitive attribute carries "(sensitive)", in the log and in the
+    stored result, as the playground and backtests show it."""
+    repo = GitRepo.create(tmp_path / "repo", {"main.tf": 'resource "terraform_data" "a" {}\n'})
+    stack = world.stack(tool="opentofu", repository_url=repo.url)
+    path = f"/api/v1/stacks/{stack['id']}/variables/PATH"
+    assert api.put(path, json={"value": fake_tofu_path}).status_code == 200
+    body = (
+        "package crucible\n\nimport rego.v1\n\n"
+        'warn contains sprintf("%s: %v", [rc.address, rc.change.after.input]) if {\n'
+        "\tsome rc in input.resource_changes\n"
+        '\trc.address in {"terraform_data.token", "terraform_data.db"}\n}\n'
+    )
+    created = api.post("/api/v1/policies", json={"name": "echo", "type": "post_plan", "body": body})
+    assert created.status_code == 201, created.text
+    api.post(f"/api/v1/stacks/{stack['id']}/policies", json={"policy_id": created.json()["id"]})
+    with WorkerThread(ctx) as worker:
+        run = _trigger(api, stack, type="proposed")
+        wait_for_status(ctx, run["id"], "finished", worker=worker)
+    (result,) = api.get(f"/api/v1/runs/{run['id']}/policy-results").json()["data"]
+    stored = json.dumps(result) + log_text(ctx, run["id"])
+    assert "terraform_data.token: (sensitive)" in stored
+    for secret in ("tok-9f8e7d6c5b4a-rotated", "s3cr3t-rotated-value"):
+        assert secret not in stored
+
+
 @pytest.mark.skipif(REAL_TERRAFORM is None, reason="terraform is not on PATH")
 @SQLITE_ONLY
 def test_policies_read_real_terraform_plans_at_post_plan_and_pre_apply(ctx, world, api, live_api, tmp_path):

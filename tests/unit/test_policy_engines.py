@@ -245,6 +245,16 @@ def test_policies_cannot_reach_the_network_or_the_runtime(engine, call):
     assert (info.value.line, info.value.column) == (4, 30)
 
 
+def test_a_disabled_builtin_cannot_be_smuggled_in_with_a_with(engine):
+    src = (
+        "package crucible\nimport rego.v1\n\nf(x) := x\n"
+        'deny contains "x" if f({"url": "http://127.0.0.1:9/"}) with f as http.send\n'
+    )
+    with pytest.raises(PolicyCompileError, match=r"http\.send is not allowed") as info:
+        engine.compile(src)
+    assert (info.value.line, info.value.column) == (5, 66)
+
+
 def test_missing_package_is_a_compile_error(engine):
     with pytest.raises(PolicyCompileError, match="package"):
         engine.compile('deny contains "x" if true\n')
@@ -486,12 +496,16 @@ def test_normalise():
     assert d.warn == ["3"]
     assert (d.require_approval, d.required_approvals, d.duration_ms) == (True, 1, 1.235)
     assert normalise({"required_approvals": 2.0}, 0).require_approval is True
+    assert normalise({"required_approvals": 100}, 0).required_approvals == 100
     assert normalise({"deny": {"a.b": "msg"}}, 0).deny == ["msg"]
     for bad in (
         {"deny": "x"},
         {"require_approval": 1},
         {"required_approvals": -1},
         {"required_approvals": 1.5},
+        {"required_approvals": float("inf")},  # 1e400 on rego-cpp and OPA
+        {"required_approvals": 2**40},  # no team has that many approvers; the column would overflow
+        {"required_approvals": 101},
         [],
     ):
         with pytest.raises(PolicyEvalError):

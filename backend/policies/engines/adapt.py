@@ -24,6 +24,7 @@ The appended text starts after the user's last line, so any error whose line is 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 
@@ -182,6 +183,24 @@ DISABLED_BUILTINS = {
 }
 
 
+def _refuse_disabled_references(source: str) -> None:
+    """A disabled builtin is refused wherever it is named, not only where it is called:
+    ``with f as http.send`` would otherwise replace a function with it."""
+    tokens = rego_source.tokenize(source)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.kind == "ident" and not (i and tokens[i - 1].text == "."):
+            name, j = rego_source._dotted(tokens, i)
+            if name in DISABLED_BUILTINS:
+                raise PolicyCompileError(
+                    f"{name} is not allowed: {DISABLED_BUILTINS[name]}", tok.line, tok.col
+                )
+            i = j
+            continue
+        i += 1
+
+
 def adapt(
     source: str,
     *,
@@ -205,6 +224,7 @@ def adapt(
             raise PolicyCompileError(
                 f"{call.name} is not allowed: {DISABLED_BUILTINS[call.name]}", call.line, call.col
             )
+    _refuse_disabled_references(source)
     used = {c.name for c in calls}
     active = [key for key in SHIMS if key in shims and SHIMS[key][0] in used]
     text = rego_source.rename_calls(source, mod, {SHIMS[key][0]: SHIMS[key][1] for key in active})
@@ -243,6 +263,7 @@ def adapt(
 BATCH_PACKAGE = "crucible_batch"
 BATCH_RULE = "__crucible_batch"
 _MERGEABLE_IMPORTS = ("rego.v1", "future.keywords")
+_MERGED_NAME = re.compile(r"^__p[0-9]+_")
 
 
 @dataclass(frozen=True)
@@ -274,6 +295,8 @@ def _merge_body(index: int, text: str) -> str | None:
             return None  # template strings hold expressions the lexer does not see into
         if tok.kind == "ident" and tok.text == "data" and not (i and tokens[i - 1].text == "."):
             return None
+        if tok.kind == "ident" and (_MERGED_NAME.match(tok.text) or tok.text == BATCH_RULE):
+            return None  # a name the merge itself would introduce: it could be captured
         if at_start and tok.depth == 0 and tok.kind == "ident" and tok.text in ("package", "import"):
             j = i
             while j < len(tokens) and tokens[j].kind != "newline":
