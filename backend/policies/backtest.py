@@ -10,10 +10,16 @@ a few runs at a time. Each evaluation has the usual time limit
 (CRUCIBLE_POLICY_TIMEOUT_SECONDS), and the whole request a budget: once it is spent no new
 run is started, and the runs left are returned as skipped, with a note saying so.
 
-What is compared: the outcome at the hook, as enforcement judges it (``error`` before
-``deny``, then ``approval`` for approval policies, then ``warn``, else ``allow``) and, for
-approval policies, the number of approvals. Without a saved policy the draft is compared with
-no policy at all: any outcome but ``allow`` is a change.
+What is compared: the outcome at the hook, as enforcement judges it
+(``enforcement.outcome_of``: ``error`` before ``deny``, then ``approval`` for approval
+policies, then ``warn``, else ``allow``) and, for approval policies, the number of approvals.
+Without a saved policy the draft is compared with no policy at all: any outcome but ``allow``
+is a change.
+
+Only runs the hook would have judged are replayed, as runner/job.py evaluates hooks: an
+``approval`` policy only on a run that would apply (a tracked or destroy run whose plan has
+changes), a ``pre_apply`` policy only on a run that reached its apply phase. The other runs
+are skipped with the reason, so the counts are outcomes enforcement could have produced.
 
 Inputs are the ones ``GET /runs/{id}/policy-input`` returns: sensitive values are redacted, so
 a draft cannot read a secret out through its messages. A policy that tests a sensitive value
@@ -34,7 +40,7 @@ from sqlmodel import Session
 from backend.auth.models import Role
 from backend.auth.principal import Principal
 from backend.errors import FieldError
-from backend.policies import inputs
+from backend.policies import enforcement, inputs
 from backend.policies.engine import PolicyCompileError, PolicyEngine, PolicyEvalError
 from backend.policies.models import PolicyType
 from backend.policies.schemas import (
@@ -46,6 +52,8 @@ from backend.policies.schemas import (
     BacktestSummary,
 )
 from backend.policies.service import compile_or_422, load_policy, stacks_for_policy
+from backend.runs import lifecycle as lc
+from backend.runs.models import Run
 from backend.storage import ObjectStore, StorageError
 from backend.timeutil import iso
 
@@ -81,8 +89,8 @@ class _Decided:
     def public(self) -> BacktestDecision:
         return BacktestDecision(
             outcome=self.outcome,  # type: ignore[arg-type]
-            deny=_clip(self.deny),
-            warn=_clip(self.warn),
+            deny=enforcement.clip(self.deny, max_messages=MAX_MESSAGES, max_chars=MAX_MESSAGE_CHARS),
+            warn=enforcement.clip(self.warn, max_messages=MAX_MESSAGES, max_chars=MAX_MESSAGE_CHARS),
             deny_count=len(self.deny),
             warn_count=len(self.warn),
             require_approval=self.require_approval,
@@ -99,22 +107,29 @@ class _Decided:
 NO_POLICY = _Decided("allow", [], [], False, 0, None, 0.0)
 
 
-def _clip(messages: list[str]) -> list[str]:
-    out = [m if len(m) <= MAX_MESSAGE_CHARS else m[: MAX_MESSAGE_CHARS - 1] + "…" for m in messages]
-    if len(out) > MAX_MESSAGES:
-        out = [*out[: MAX_MESSAGES - 1], f"… and {len(out) - MAX_MESSAGES + 1} more"]
-    return out
+# Why a run is not replayed for a hook that enforcement would not have evaluated on it.
+PLAN_ONLY_RUN = "not held: plan-only run"
+NO_CHANGES = "not held: no changes"
+NEVER_APPLIED = "never applied"
+_HOOK_SCOPE = {
+    PolicyType.approval: "runs evaluate approval policies only when they would apply (tracked and "
+    "destroy runs whose plan has changes)",
+    PolicyType.pre_apply: "runs evaluate pre_apply policies only when they reach their apply",
+}
 
 
-def _outcome(type_: PolicyType, deny: list[str], warn: list[str], approval: bool) -> str:
-    # As backend/policies/enforcement.py judges a hook's result.
-    if deny:
-        return "deny"
-    if type_ == PolicyType.approval and approval:
-        return "approval"
-    if warn:
-        return "warn"
-    return "allow"
+def not_judged(type_: PolicyType, run: Run) -> str | None:
+    """Why enforcement (runner/job.py) would not have evaluated a ``type_`` policy on ``run``,
+    or None if it would have: approval policies hold only runs that would apply (tracked or
+    destroy, with changes), and pre_apply policies run in the apply phase only."""
+    if type_ == PolicyType.approval:
+        if run.type in lc.PLAN_ONLY:
+            return PLAN_ONLY_RUN
+        if not run.has_changes:
+            return NO_CHANGES
+    if type_ == PolicyType.pre_apply and lc.RunStatus.applying.value not in (run.status_timestamps or {}):
+        return NEVER_APPLIED
+    return None
 
 
 def _decide(engine: PolicyEngine, version: _Version, doc: dict[str, Any], timeout_seconds: float) -> _Decided:
@@ -122,11 +137,10 @@ def _decide(engine: PolicyEngine, version: _Version, doc: dict[str, Any], timeou
     try:
         d = engine.evaluate(version.body, doc, timeout_seconds=timeout_seconds)
     except (PolicyCompileError, PolicyEvalError) as exc:
-        kind = "does not compile" if isinstance(exc, PolicyCompileError) else "evaluation error"
         elapsed = round((time.perf_counter() - started) * 1000, 3)
-        return _Decided("error", [], [], False, 0, f"{kind}: {exc}"[:2000], elapsed)
+        return _Decided("error", [], [], False, 0, enforcement.error_text(exc), elapsed)
     return _Decided(
-        _outcome(version.type, list(d.deny), list(d.warn), d.require_approval),
+        enforcement.outcome_of(version.type.value, list(d.deny), list(d.warn), d.require_approval, None),
         list(d.deny),
         list(d.warn),
         d.require_approval,
@@ -227,9 +241,14 @@ def backtest(
         plan = _load(s, principal, request)
 
     out_of_budget: list[str] = []  # appended from the pool's threads (atomic)
+    not_at_hook: list[str] = []  # runs the draft's hook would not have judged
 
     def replay(source: inputs.RunSource) -> BacktestRun:
         row = _row(source)
+        if reason := not_judged(plan.draft.type, source.run):
+            row.skipped = reason
+            not_at_hook.append(row.run_id)
+            return row
         if time.monotonic() >= deadline:
             row.skipped = f"not evaluated: the backtest's {budget_seconds:g} s budget was spent"
             out_of_budget.append(row.run_id)
@@ -252,7 +271,9 @@ def backtest(
 
         draft = _decide(engine, plan.draft, doc_for(plan.draft.type), timeout_seconds)
         current = None
-        if plan.current is not None:
+        # A current version of another type that its hook would not judge on this run decides
+        # nothing here: the draft is compared with no policy.
+        if plan.current is not None and not_judged(plan.current.type, source.run) is None:
             current = _decide(engine, plan.current, doc_for(plan.current.type), timeout_seconds)
         baseline = current or NO_POLICY
         row.draft = draft.public()
@@ -275,6 +296,8 @@ def backtest(
             f"{len(rows)} runs "
             "were not evaluated; narrow it with stack_ids or a smaller limit"
         )
+    if not_at_hook:
+        notes.append(f"{len(not_at_hook)} of {len(rows)} runs were skipped: {_HOOK_SCOPE[plan.draft.type]}")
     if not rows and not plan.notes:
         notes.append("no past run of these stacks has a stored plan yet")
     return BacktestResult(

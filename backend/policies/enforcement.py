@@ -73,15 +73,21 @@ class Outcome:
     duration_ms: float = 0.0
 
     def result(self, hook: str) -> str:
-        if self.error is not None:
-            return "error"
-        if self.deny:
-            return "deny"
-        if hook == PolicyType.approval.value and self.require_approval:
-            return "approval"
-        if self.warn:
-            return "warn"
-        return "allow"
+        return outcome_of(hook, self.deny, self.warn, self.require_approval, self.error)
+
+
+def outcome_of(hook: str, deny: list[str], warn: list[str], require_approval: bool, error: str | None) -> str:
+    """What a policy's decision at ``hook`` means for the run: ``error`` (it fails closed), ``deny``,
+    ``approval`` (approval policies only), ``warn``, else ``allow``. Backtesting judges the same way."""
+    if error is not None:
+        return "error"
+    if deny:
+        return "deny"
+    if hook == PolicyType.approval.value and require_approval:
+        return "approval"
+    if warn:
+        return "warn"
+    return "allow"
 
 
 @dataclass(frozen=True)
@@ -134,11 +140,21 @@ def input_for(
     return doc
 
 
-def _clip(messages: list[str]) -> list[str]:
-    out = [m if len(m) <= MAX_MESSAGE_CHARS else m[: MAX_MESSAGE_CHARS - 1] + "…" for m in messages]
-    if len(out) > MAX_MESSAGES:
-        out = [*out[: MAX_MESSAGES - 1], f"… and {len(out) - MAX_MESSAGES + 1} more"]
+def clip(
+    messages: list[str], *, max_messages: int = MAX_MESSAGES, max_chars: int = MAX_MESSAGE_CHARS
+) -> list[str]:
+    """At most ``max_messages`` messages of at most ``max_chars`` characters each; the last one
+    says how many more there were."""
+    out = [m if len(m) <= max_chars else m[: max_chars - 1] + "…" for m in messages]
+    if len(out) > max_messages:
+        out = [*out[: max_messages - 1], f"… and {len(out) - max_messages + 1} more"]
     return out
+
+
+def error_text(exc: PolicyCompileError | PolicyEvalError) -> str:
+    """A policy's failure as a run records it (``Outcome.error``)."""
+    kind = "does not compile" if isinstance(exc, PolicyCompileError) else "could not be evaluated"
+    return f"{kind}: {exc}"[:MAX_MESSAGE_CHARS]
 
 
 def evaluate(
@@ -164,18 +180,13 @@ def evaluate(
     out = []
     for check, d in zip(checks, results, strict=True):
         if isinstance(d, (PolicyCompileError, PolicyEvalError)):
-            kind = "does not compile" if isinstance(d, PolicyCompileError) else "could not be evaluated"
-            out.append(
-                Outcome(
-                    check, error=f"{kind}: {d}"[:MAX_MESSAGE_CHARS], engine=engine.name, duration_ms=share
-                )
-            )
+            out.append(Outcome(check, error=error_text(d), engine=engine.name, duration_ms=share))
             continue
         out.append(
             Outcome(
                 check,
-                deny=_clip(list(d.deny)),
-                warn=_clip(list(d.warn)),
+                deny=clip(list(d.deny)),
+                warn=clip(list(d.warn)),
                 require_approval=d.require_approval,
                 required_approvals=d.required_approvals,
                 engine=engine.name,

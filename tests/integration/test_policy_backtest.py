@@ -13,8 +13,11 @@ from backend.auth.models import Role
 from backend.auth.principal import Principal
 from backend.policies import backtest, library
 from backend.policies.engine import default_engine
+from backend.policies.models import PolicyType
 from backend.policies.schemas import BacktestRequest
+from backend.runs import lifecycle as lc
 from backend.runs.models import Run
+from backend.runs.state import apply_state, state_of
 from backend.timeutil import utcnow
 
 BACKTEST = "/api/v1/policies/backtest"
@@ -102,6 +105,27 @@ def history(world) -> History:
         a_ansible_like=planned_run(ctx, a, None, run_type="proposed", at=next(at)),
         b_changes=planned_run(ctx, b, PLAN_CHANGES, run_type="proposed", at=next(at)),
     )
+
+
+def _walk(ctx, run_id: str, *steps) -> None:
+    """Move a run along the lifecycle, as the workers' reports would."""
+    with ctx.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        state = state_of(run)
+        for step in steps:
+            state = step(state, utcnow())
+        apply_state(run, state, utcnow())
+        s.add(run)
+
+
+def applied_run(ctx, stack_id: str, fixture: str, *, at=None, fails: bool = False) -> str:
+    """A tracked run that planned ``fixture``, was confirmed and applied (or failed while
+    applying, as a pre_apply deny makes it)."""
+    run_id = planned_run(ctx, stack_id, fixture, at=at, keep_holding=True)
+    end = (lambda st, now: lc.fail(st, now, "denied at pre_apply")) if fails else lc.finish_applying
+    _walk(ctx, run_id, lc.confirm, lc.start_applying, end)
+    return run_id
 
 
 @pytest.fixture
@@ -273,16 +297,93 @@ def test_no_runs_with_plans_yet(api, world):
 def test_approval_drafts_count_approvals_and_pre_plan_drafts_see_no_plan(api, history):
     result = _post(api, body=APPROVE_ADDS, type="approval")
     rows = _by_run(result)
-    # plan-changes.json adds 7 resources; the others add none.
-    for run_id in (history.a_changes, history.b_changes):
-        assert (
-            rows[run_id]["draft"]["outcome"] == "approval"
-            and rows[run_id]["draft"]["required_approvals"] == 2
-        )
-    assert result["summary"]["would_require_approval"] == 2 and result["summary"]["would_deny"] == 0
+    # plan-changes.json adds 7 resources; the destroy plan adds none.
+    assert rows[history.a_changes]["draft"]["outcome"] == "approval"
+    assert rows[history.a_changes]["draft"]["required_approvals"] == 2
+    assert rows[history.b_destroy]["draft"]["outcome"] == "allow"
+    assert result["summary"]["would_require_approval"] == 1 and result["summary"]["would_deny"] == 0
     # Before the plan there are no resource changes (and no counts) to deny.
     pre_plan = _post(api, body=DENY_DELETES, type="pre_plan")
     assert pre_plan["summary"]["evaluated"] == 5 and pre_plan["summary"]["would_deny"] == 0
+
+
+def test_approval_drafts_skip_the_runs_enforcement_would_not_hold(api, history):
+    """Runs evaluate approval policies only when they would apply (runner/job.py): tracked and
+    destroy runs whose plan has changes. Plan-only runs and plans without changes are skipped
+    with the reason, not counted as approvals that could never have happened."""
+    result = _post(api, body=APPROVE_ADDS, type="approval")
+    rows = _by_run(result)
+    assert {run_id: rows[run_id]["skipped"] for run_id in history.newest_first} == {
+        history.b_changes: "not held: plan-only run",  # proposed, and it adds 7
+        history.a_no_changes: "not held: plan-only run",
+        history.b_no_changes: "not held: no changes",  # tracked
+        history.b_destroy: None,
+        history.a_changes: None,
+    }
+    for run_id in (history.b_changes, history.a_no_changes, history.b_no_changes):
+        row = rows[run_id]
+        assert row["draft"] is None and row["current"] is None and row["changed"] is False
+    summary = result["summary"]
+    assert (summary["runs"], summary["evaluated"], summary["skipped"]) == (5, 2, 3)
+    assert (summary["would_require_approval"], summary["changed"]) == (1, 1)
+    assert result["notes"] == [
+        "3 of 5 runs were skipped: runs evaluate approval policies only when they would apply "
+        "(tracked and destroy runs whose plan has changes)"
+    ]
+    # The same runs, at post_plan: every one is judged.
+    post_plan = _post(api, body=APPROVE_ADDS, type="post_plan")
+    assert post_plan["summary"]["skipped"] == 0 and post_plan["notes"] == []
+
+
+def test_approval_drafts_skip_drift_runs(api, world):
+    stack = world.stack()["id"]
+    drift = planned_run(world.ctx, stack, PLAN_CHANGES, run_type="drift")
+    result = _post(api, body=APPROVE_ADDS, type="approval", stack_ids=[stack])
+    assert [(r["run_id"], r["skipped"]) for r in result["runs"]] == [(drift, "not held: plan-only run")]
+    assert result["summary"]["evaluated"] == 0 and result["summary"]["would_require_approval"] == 0
+
+
+def test_pre_apply_drafts_judge_only_runs_that_reached_their_apply(api, world):
+    """pre_apply policies are evaluated in the apply phase only: a run that was discarded,
+    never confirmed or plan-only never met them."""
+    stack = world.stack()["id"]
+    t0 = utcnow() - timedelta(hours=1)
+    applied = applied_run(world.ctx, stack, PLAN_CHANGES, at=t0)
+    failed = applied_run(world.ctx, stack, PLAN_DESTROY, at=t0 + timedelta(minutes=1), fails=True)
+    discarded = planned_run(world.ctx, stack, PLAN_CHANGES, at=t0 + timedelta(minutes=2))
+    finished = planned_run(world.ctx, stack, PLAN_NO_CHANGES, at=t0 + timedelta(minutes=3))
+    proposed = planned_run(world.ctx, stack, PLAN_CHANGES, run_type="proposed", at=t0 + timedelta(minutes=4))
+    result = _post(api, body=DENY_DELETES, type="pre_apply", stack_ids=[stack])
+    rows = _by_run(result)
+    assert [r["run_id"] for r in result["runs"]] == [proposed, finished, discarded, failed, applied]
+    for run_id in (proposed, finished, discarded):
+        assert rows[run_id]["skipped"] == "never applied" and rows[run_id]["draft"] is None
+    assert rows[applied]["draft"]["outcome"] == "deny" and rows[applied]["skipped"] is None
+    assert rows[failed]["draft"]["outcome"] == "deny" and rows[failed]["run_status"] == "failed"
+    summary = result["summary"]
+    assert (summary["evaluated"], summary["skipped"], summary["would_deny"]) == (2, 3, 2)
+    assert result["notes"] == [
+        "3 of 5 runs were skipped: runs evaluate pre_apply policies only when they reach their apply"
+    ]
+
+
+def test_a_current_version_its_hook_would_not_judge_decides_nothing(api, admin_api, history):
+    """A draft whose type differs from the saved policy's: where the saved version's hook would
+    not have judged a run, the draft is compared with no policy."""
+    response = admin_api.post(f"{POLICIES}/library/approval_above_n_changes/install")
+    assert response.status_code == 201, response.text
+    saved = response.json()
+    result = _post(
+        api, body=DENY_DELETES, type="post_plan", policy_id=saved["id"], stack_ids=[history.a, history.b]
+    )
+    rows = _by_run(result)
+    assert all(rows[r]["skipped"] is None and rows[r]["draft"] is not None for r in history.newest_first)
+    # b_changes is a proposed run: no approval there, the draft's deny is a change from nothing.
+    assert rows[history.b_changes]["current"] is None and rows[history.b_changes]["changed"] is True
+    # a_changes is tracked and changes 12 resources: the saved version holds it for one approval.
+    assert rows[history.a_changes]["current"]["outcome"] == "approval"
+    assert rows[history.a_changes]["current"]["required_approvals"] == 1
+    assert result["summary"]["current"]["evaluated"] == 2  # a_changes and b_destroy
 
 
 def test_an_evaluation_error_is_recorded_in_its_row(api, history):
@@ -290,7 +391,8 @@ def test_an_evaluation_error_is_recorded_in_its_row(api, history):
     rows = _by_run(result)
     for run_id in (history.a_no_changes, history.b_no_changes):
         assert rows[run_id]["draft"]["outcome"] == "error"
-        assert rows[run_id]["draft"]["error"].startswith("evaluation error:")
+        # Worded as the run records it (enforcement.error_text).
+        assert rows[run_id]["draft"]["error"].startswith("could not be evaluated:")
         assert rows[run_id]["changed"] is True  # a policy that errors fails the run
     assert rows[history.b_destroy]["draft"]["deny"] == ["ratio 2"]
     assert result["summary"]["errors"] == 2 and result["summary"]["would_deny"] == 3
@@ -407,11 +509,18 @@ def test_viewers_may_not_backtest(as_actor, viewer, admin, world, history):
     assert as_actor(admin).post(BACKTEST, json={"body": DENY_DELETES, "type": "post_plan"}).status_code == 200
 
 
-def test_every_library_policy_backtests_cleanly_on_real_plans(api, history):
+def test_every_library_policy_backtests_cleanly_on_real_plans(api, history, world):
+    applied = applied_run(world.ctx, history.a, PLAN_CHANGES)
+    # What each hook judges of the 6 runs: every run after the plan, the 2 tracked or destroy
+    # runs with changes for approvals, the one applied run before its apply.
+    judged = {PolicyType.post_plan: 6, PolicyType.approval: 3, PolicyType.pre_apply: 1}
     for item in library.LIBRARY:
         result = _post(api, body=item.body, type=item.type.value)
         assert result["summary"]["errors"] == 0, (item.slug, result["runs"])
-        assert result["summary"]["evaluated"] == 5
+        assert result["summary"]["evaluated"] == judged[item.type], item.slug
+        assert result["summary"]["skipped"] == 6 - judged[item.type], item.slug
+    hours = _post(api, body=library.source("business_hours_applies"), type="pre_apply")
+    assert [r["run_id"] for r in hours["runs"] if r["draft"] is not None] == [applied]
 
 
 # ----------------------------------------------------------------------------- the editor's panel
@@ -445,5 +554,12 @@ def test_the_panel_summarises_and_lists_a_real_result(world, history, as_actor, 
         BacktestRequest(body=APPROVE_ADDS, type="approval"),
         timeout_seconds=5,
     )
-    assert summary_line(approval) == "This draft would have sent 2 of 5 past runs to approval."
-    assert {row_view(r).draft_label for r in approval.runs} == {"approval (2)", "allow"}
+    assert (
+        summary_line(approval) == "This draft would have sent 1 of 2 past runs to approval. 3 not evaluated."
+    )
+    assert {row_view(r).draft_label for r in approval.runs} == {"approval (2)", "allow", ""}
+    assert {row_view(r).skipped for r in approval.runs} == {
+        "",
+        "not held: plan-only run",
+        "not held: no changes",
+    }

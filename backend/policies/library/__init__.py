@@ -49,7 +49,9 @@ LIBRARY: tuple[LibraryPolicy, ...] = (
         "required_tags",
         "Required tags",
         "Denies created or updated AWS and Azure resources without non-empty owner, cost-center and "
-        "environment tags. Edit `required_tags`, `taggable` for other providers and `exempt` for "
+        "environment tags (a null or blank value is missing). Reads `tags_all` when the plan has it, "
+        "so tags from the AWS provider's `default_tags` count, else `tags`; tags known only at apply "
+        "are not judged. Edit `required_tags`, `taggable` for other providers and `exempt` for "
         "resource types that take no tags.",
         PolicyType.post_plan,
     ),
@@ -57,7 +59,8 @@ LIBRARY: tuple[LibraryPolicy, ...] = (
         "allowed_instance_types",
         "Allowed instance types",
         "Denies EC2 instances and launch templates outside the approved instance families and warns "
-        "on previous generations. Edit `allowed_families` and `deprecated_families`.",
+        "on previous generations. An instance type that is not set (null) or known only at apply is "
+        "not judged. Edit `allowed_families` and `deprecated_families`.",
         PolicyType.post_plan,
     ),
     LibraryPolicy(
@@ -78,9 +81,10 @@ LIBRARY: tuple[LibraryPolicy, ...] = (
     LibraryPolicy(
         "business_hours_applies",
         "Business-hours applies",
-        "Stops tracked and destroy runs from applying outside Monday to Friday, 09:00-18:00 "
-        "Europe/Berlin, judged by when the run was created. Edit `timezone`, `workdays` and the "
-        "hours in `in_business_hours`.",
+        "Stops tracked and destroy runs created outside Monday to Friday, 09:00-18:00 Europe/Berlin "
+        "from applying. It judges when the run was created, not when the apply happens (policies "
+        "see no apply time): a run created on Friday afternoon can still apply on Saturday. Edit "
+        "`timezone`, `workdays` and the hours in `in_business_hours`.",
         PolicyType.pre_apply,
     ),
 )

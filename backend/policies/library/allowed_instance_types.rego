@@ -2,7 +2,9 @@
 #
 # EC2 instances and launch templates may only use the approved instance families; older
 # generations are allowed but warned about. (Families are compared as strings, which is much
-# cheaper than a glob per pattern on large plans.)
+# cheaper than a glob per pattern on large plans.) A resource without an instance type (null,
+# as launch templates often leave it) or with one known only at apply (`after_unknown`) is
+# not judged: there is nothing to compare yet.
 package crucible
 
 import rego.v1
@@ -18,7 +20,9 @@ instance_types contains [rc.address, t] if {
 	rc.type in {"aws_instance", "aws_launch_template"}
 	some action in rc.change.actions
 	action in {"create", "update"}
+	not rc.change.after_unknown.instance_type # known only at apply
 	t := rc.change.after.instance_type
+	is_string(t) # null: not set
 }
 
 deny contains msg if {

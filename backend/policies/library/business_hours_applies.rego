@@ -1,8 +1,10 @@
 # Business-hours applies (pre_apply).
 #
-# Runs that change infrastructure (tracked and destroy) may only apply Monday to
-# Friday, 09:00-17:59 in the team's time zone. The time is the run's creation time
-# (input.crucible.run.created_at, RFC 3339), so the decision is reproducible.
+# Runs that change infrastructure (tracked and destroy) may only apply if they were
+# created Monday to Friday, 09:00-17:59 in the team's time zone. The time judged is the
+# run's creation time (input.crucible.run.created_at, RFC 3339), not the time of the
+# apply: the input has no apply time, and the decision stays reproducible. A run created
+# on Friday at 17:30 and confirmed on Saturday is still allowed to apply.
 package crucible
 
 import rego.v1
@@ -26,5 +28,5 @@ in_business_hours if {
 deny contains msg if {
 	input.crucible.run.type in {"tracked", "destroy"}
 	not in_business_hours
-	msg := sprintf("applies are allowed Monday-Friday 09:00-18:00 %s; this run was created on %s at %02d:00", [timezone, day, hour])
+	msg := sprintf("only runs created Monday-Friday 09:00-18:00 %s may apply; this run was created on %s at %02d:00", [timezone, day, hour])
 }
