@@ -216,6 +216,9 @@ class JobRunner:
                 hooks = ("post_plan", "approval") if would_apply else ("post_plan",)
                 verdicts = await self._policies(policies, doc, *hooks)
                 required = verdicts["approval"].required_approvals if would_apply else 0
+            triggers = None
+            if job.run_type in APPLYING_TYPES and not outcome.has_changes:  # it finishes here
+                triggers = await self._trigger_policies(policies, ws.commit_sha, summary)
             status = await self._report(
                 self.port.finish_planning,
                 job.run_id,
@@ -224,6 +227,8 @@ class JobRunner:
                 artifacts=artifacts,
                 required_approvals=required,
             )
+            if triggers and status == "finished":
+                await self._start_triggered(triggers)
             if status == "pending_approval":
                 plural = "s" if required != 1 else ""
                 pump.info(f"waiting for {required} approval{plural} (approval policies)")
@@ -244,7 +249,17 @@ class JobRunner:
             for step in self._tool(adapter.apply_steps, ctx, plan_file):
                 await self._step(adapter, step, ctx)
             pump.info("applied")
-            await self._report(self.port.finish_applying, job.run_id)
+            triggers = await self._trigger_policies(policies, job.commit_sha, None)
+            status = await self._report(self.port.finish_applying, job.run_id)
+            if triggers and status == "finished":
+                await self._start_triggered(triggers)
+
+    async def _start_triggered(self, outcomes: list[enforcement.Outcome]) -> None:
+        """The runs the trigger policies named; the run itself has finished whatever happens."""
+        try:
+            await self.port.trigger_runs(self.job.run_id, outcomes)
+        except Exception:
+            log.exception("could not start the runs the trigger policies of %s named", self.job.run_id)
 
     async def _policies(
         self, policies: enforcement.PolicySet, doc: dict, *hooks: str
@@ -282,6 +297,31 @@ class JobRunner:
             if verdicts[hook].failure:
                 raise RunFailed(verdicts[hook].failure)
         return verdicts
+
+    async def _trigger_policies(
+        self, policies: enforcement.PolicySet, commit_sha: str | None, summary: dict[str, int] | None
+    ) -> list[enforcement.Outcome] | None:
+        """Evaluate the trigger policies of a run about to finish, and log what they decided; the
+        runs they name are made once the run has finished (``port.trigger_runs``). Nothing here
+        can fail the run: its work is done."""
+        checks = policies.for_hook(enforcement.TRIGGER)
+        if not checks:
+            return None
+        doc = enforcement.input_for(policies, commit_sha=commit_sha, summary=summary)
+        doc["crucible"]["run"] = {**doc["crucible"]["run"], "status": "finished"}
+        outcomes = await self.port.evaluate_policies(checks, doc)
+        pump = self.pump
+        assert pump is not None
+        for o in outcomes:
+            c = o.check
+            pump.info(f"policy {c.name} (v{c.version}, trigger): {o.result(enforcement.TRIGGER)}")
+            if o.trigger:
+                pump.info(f"  trigger: {', '.join(o.trigger)}")
+            for message in (*o.deny, *o.warn):
+                pump.info(f"  warn: {message}")
+            if o.error:
+                pump.info(f"  error: {o.error} (nothing is triggered)")
+        return outcomes
 
     async def _plan_input(self, data: bytes | None) -> dict | None:
         """The plan JSON as policies see it; too big a plan fails the run (policies fail closed)."""

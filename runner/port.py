@@ -156,17 +156,8 @@ class InProcessPort:
         """Evaluate the policies of one or more hooks that share an input, in one pass (in a
         thread: the engine blocks), and store the results; None if the run is no longer this
         worker's."""
-        settings = self.ctx.settings
         checks = [c for hook_checks in hooks.values() for c in hook_checks]
-        try:
-            engine = self._engine or default_engine(settings)
-            self._engine = engine
-        except PolicyEvalError as exc:
-            outcomes = enforcement.failed_engine(checks, exc.message)
-        else:
-            outcomes = await asyncio.to_thread(
-                enforcement.evaluate, engine, checks, doc, settings.policy_timeout_seconds
-            )
+        outcomes = await self.evaluate_policies(checks, doc)
         by_hook, start = {}, 0
         for hook, hook_checks in hooks.items():
             by_hook[hook] = outcomes[start : start + len(hook_checks)]
@@ -179,6 +170,22 @@ class InProcessPort:
             )
 
         return by_hook if await self._tx(record) else None
+
+    async def evaluate_policies(
+        self, checks: list[enforcement.Check], doc: dict[str, Any]
+    ) -> list[enforcement.Outcome]:
+        """Evaluate without storing (trigger policies: stored with the runs they make)."""
+        settings = self.ctx.settings
+        try:
+            engine = self._engine or default_engine(settings)
+            self._engine = engine
+        except PolicyEvalError as exc:
+            return enforcement.failed_engine(checks, exc.message)
+        timeout = settings.policy_timeout_seconds
+        return await asyncio.to_thread(enforcement.evaluate, engine, checks, doc, timeout)
+
+    async def trigger_runs(self, run_id: str, outcomes: list[enforcement.Outcome]) -> None:
+        await self._tx(lambda s: execution.trigger_runs(s, self.ctx.secret_box, run_id, outcomes))
 
     async def finish_applying(self, run_id: str) -> str | None:
         if self._postgres:

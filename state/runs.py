@@ -35,7 +35,13 @@ WATCH_SECONDS = 1.0
 WAITING_FOR_PEOPLE = ("unconfirmed", "pending_approval")
 WAITING_WATCH_SECONDS = 5.0
 WATCH_MAX_SECONDS = 4 * 3600
-TRIGGER_LABELS = {"api": "the API", "ui": "the UI", "retrigger": "re-trigger", "webhook": "a webhook"}
+TRIGGER_LABELS = {
+    "api": "the API",
+    "ui": "the UI",
+    "retrigger": "re-trigger",
+    "webhook": "a webhook",
+    "policy": "a trigger policy",
+}
 
 
 @dataclasses.dataclass
@@ -380,6 +386,7 @@ class RunsState(AuthState):
 
 
 HOOK_LABELS = {
+    "trigger": "After the run",
     "pre_plan": "Before the plan",
     "post_plan": "On the plan",
     "approval": "Approval",
@@ -400,6 +407,7 @@ class PolicyResultRow:
     error: str = ""
     required_approvals: int = 0
     duration: str = ""
+    triggered: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -424,6 +432,7 @@ def policy_result_rows(results: PolicyResultsPublic) -> list[PolicyResultRow]:
             warn=list(r.warn),
             error=r.error or "",
             required_approvals=r.required_approvals if r.require_approval else 0,
+            triggered=list(r.triggered),
             duration=f"{r.duration_ms:.0f} ms" if r.duration_ms >= 1 else "<1 ms",
         )
         for r in results.data
@@ -456,6 +465,7 @@ class RunDetailState(AuthState):
     cancel_requested: bool = False
     env_names: list[str] = []
     retriggered_from: str = ""
+    triggered_by: str = ""
     has_plan_json: bool = False
     extra_counts: dict[str, int] = {}
     steps: list[RailStep] = []
@@ -564,6 +574,7 @@ class RunDetailState(AuthState):
         self.cancel_requested = r.cancel_requested_at is not None
         self.env_names = list(r.env_override_names)
         self.retriggered_from = r.retriggered_from or ""
+        self.triggered_by = r.triggered_by or ""
         self.has_plan_json = r.has_plan_json
         summary = r.plan_summary.model_dump() if r.plan_summary else {}
         self.extra_counts = {

@@ -66,6 +66,8 @@ class UserSession(SQLModel, table=True):
     last_seen_at: datetime = Field(default_factory=utcnow)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=255)
+    # The role a login policy gave this session (None: the membership's role).
+    role: str | None = Field(default=None, max_length=16)
 
 
 class ApiToken(SQLModel, table=True):

@@ -22,18 +22,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from backend.policies.engine import PolicyCompileError, PolicyEngine, PolicyEvalError
-from backend.policies.models import PolicyType
+from backend.policies.models import Policy, PolicyType, PolicyVersion
 from backend.policies.service import input_document, policies_for_stack
 from backend.runs.models import Run, RunPolicyResult
 from backend.stacks.models import Stack, StackLabel
 from backend.timeutil import utcnow
 
+TRIGGER = PolicyType.trigger.value
 HOOKS = {
-    "plan": (PolicyType.pre_plan.value, PolicyType.post_plan.value, PolicyType.approval.value),
-    "apply": (PolicyType.pre_apply.value,),
+    # A tracked run whose plan has no changes finishes in the plan phase: trigger policies too.
+    "plan": (PolicyType.pre_plan.value, PolicyType.post_plan.value, PolicyType.approval.value, TRIGGER),
+    "apply": (PolicyType.pre_apply.value, TRIGGER),
 }
 RUN_HOOKS = tuple(h for hooks in HOOKS.values() for h in hooks)
 MAX_MESSAGES = 100  # per policy and kind: a runaway rule cannot flood the run record
@@ -71,16 +73,28 @@ class Outcome:
     error: str | None = None
     engine: str = ""
     duration_ms: float = 0.0
+    trigger: list[str] = field(default_factory=list)  # trigger policies: the stacks it names
+    role: str | None = None  # login policies: the role it gives the login
 
     def result(self, hook: str) -> str:
-        return outcome_of(hook, self.deny, self.warn, self.require_approval, self.error)
+        return outcome_of(hook, self.deny, self.warn, self.require_approval, self.error, self.trigger)
 
 
-def outcome_of(hook: str, deny: list[str], warn: list[str], require_approval: bool, error: str | None) -> str:
+def outcome_of(
+    hook: str,
+    deny: list[str],
+    warn: list[str],
+    require_approval: bool,
+    error: str | None,
+    trigger: list[str] | None = None,
+) -> str:
     """What a policy's decision at ``hook`` means for the run: ``error`` (it fails closed), ``deny``,
-    ``approval`` (approval policies only), ``warn``, else ``allow``. Backtesting judges the same way."""
+    ``approval`` (approval policies only), ``warn``, else ``allow``. Backtesting judges the same way.
+    At the trigger hook the run is over: ``trigger`` when it names stacks, and a deny is only shown."""
     if error is not None:
         return "error"
+    if hook == TRIGGER:
+        return "trigger" if trigger else "warn" if deny or warn else "allow"
     if deny:
         return "deny"
     if hook == PolicyType.approval.value and require_approval:
@@ -117,6 +131,23 @@ def load(session: Session, run_id: str, phase: str) -> PolicySet:
     assert stack is not None  # runs cascade with their stack
     labels = list(session.exec(select(StackLabel.label).where(StackLabel.stack_id == stack.id)).all())
     return PolicySet(checks, input_document(run, stack, labels)["crucible"])
+
+
+def org_policies(session: Session, org_id: str, type_: PolicyType | str) -> list[Check]:
+    """The enabled policies of ``type_`` that apply to the whole organization (``login``),
+    at their current versions, ordered by name: one query, and nothing when there are none."""
+    type_value = type_.value if isinstance(type_, PolicyType) else PolicyType(type_).value
+    rows = session.exec(
+        select(Policy.id, Policy.name, PolicyVersion.version, PolicyVersion.body)
+        .join(
+            PolicyVersion,
+            (col(PolicyVersion.policy_id) == col(Policy.id))
+            & (col(PolicyVersion.version) == col(Policy.version)),
+        )
+        .where(Policy.org_id == org_id, Policy.type == type_value, col(Policy.enabled))
+        .order_by(col(Policy.name), col(Policy.id))
+    ).all()
+    return [Check(policy_id=pid, name=name, version=version, body=body) for pid, name, version, body in rows]
 
 
 def input_for(
@@ -191,6 +222,8 @@ def evaluate(
                 required_approvals=d.required_approvals,
                 engine=engine.name,
                 duration_ms=d.duration_ms,
+                trigger=clip(list(d.trigger)),
+                role=d.role,
             )
         )
     return out
@@ -201,7 +234,14 @@ def failed_engine(checks: list[Check], message: str) -> list[Outcome]:
     return [Outcome(c, error=f"could not be evaluated: {message}"[:MAX_MESSAGE_CHARS]) for c in checks]
 
 
-def record(session: Session, run_id: str, hook: str, outcomes: list[Outcome]) -> None:
+def record(
+    session: Session,
+    run_id: str,
+    hook: str,
+    outcomes: list[Outcome],
+    triggered: dict[str, list[str]] | None = None,
+) -> None:
+    """Store the outcomes; ``triggered``: per policy id, the runs its trigger decision made."""
     now = utcnow()
     for o in outcomes:
         session.add(
@@ -219,6 +259,7 @@ def record(session: Session, run_id: str, hook: str, outcomes: list[Outcome]) ->
                 error=o.error,
                 engine=o.engine,
                 duration_ms=round(o.duration_ms, 3),
+                triggered=(triggered or {}).get(o.check.policy_id, []),
                 created_at=now,
             )
         )
@@ -229,6 +270,9 @@ def _label(o: Outcome) -> str:
 
 
 def verdict(hook: str, outcomes: list[Outcome]) -> Verdict:
+    if hook == TRIGGER:  # after the run: nothing a trigger policy says can fail it
+        warnings = [f"{_label(o)}: {m}" for o in outcomes if o.error is None for m in (*o.deny, *o.warn)]
+        return Verdict(failure=None, warnings=warnings, required_approvals=0)
     errors = [f"{_label(o)} {o.error}" for o in outcomes if o.error is not None]
     denials = [f"{_label(o)}: {m}" for o in outcomes if o.error is None for m in o.deny]
     parts = [*denials, *errors]  # an error fails closed: it denies as a deny does

@@ -6,9 +6,11 @@ recommended and added where an engine needs it). It may define any of
 - ``deny``: set or array of messages; any message fails the run at that hook;
 - ``warn``: set or array of messages, shown on the run;
 - ``require_approval``: boolean; the run waits in ``pending_approval``;
-- ``required_approvals``: integer, how many distinct approvers.
+- ``required_approvals``: integer, how many distinct approvers;
+- ``trigger``: set or array of stack ids or names (trigger policies: the stacks to run next);
+- ``role``: ``viewer``, ``member`` or ``admin`` (login policies: the role of this login).
 
-Missing (or undefined) rules mean empty, false and 0. Messages are normalised to sorted lists of
+Missing (or undefined) rules mean empty, false, 0 and no role. Messages are normalised to sorted lists of
 strings; a message that is not a string (an object, say) becomes its JSON text. An approval
 rule that sets only one of the two keys gets the other implied: ``require_approval`` with no
 count needs 1 approval, a count above 0 requires approval.
@@ -30,12 +32,13 @@ import json
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
-DECISION_KEYS = ("deny", "warn", "require_approval", "required_approvals")
+DECISION_KEYS = ("deny", "warn", "require_approval", "required_approvals", "trigger", "role")
+ROLES = ("viewer", "member", "admin")
 MAX_APPROVALS = 100  # more distinct approvers than any team has: a rule gone wrong
 
 REGOPY = "regopy"
@@ -91,6 +94,8 @@ class Decision:
     require_approval: bool
     required_approvals: int
     duration_ms: float
+    trigger: list[str] = field(default_factory=list)  # trigger policies: stacks to run next
+    role: str | None = None  # login policies: the role this login gets
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +103,8 @@ class Decision:
             "warn": list(self.warn),
             "require_approval": self.require_approval,
             "required_approvals": self.required_approvals,
+            "trigger": list(self.trigger),
+            "role": self.role,
             "duration_ms": self.duration_ms,
         }
 
@@ -190,12 +197,19 @@ def normalise(raw: Any, duration_ms: float) -> Decision:
     count = int(count)
     if approval and count == 0:
         count = 1
+    role = raw.get("role")
+    if role in (None, ""):
+        role = None
+    elif role not in ROLES:
+        raise PolicyEvalError(f"`role` must be one of {', '.join(ROLES)}, got {_message(role)}")
     return Decision(
         deny=_messages("deny", raw.get("deny")),
         warn=_messages("warn", raw.get("warn")),
         require_approval=approval or count > 0,
         required_approvals=count,
         duration_ms=round(duration_ms, 3),
+        trigger=_messages("trigger", raw.get("trigger")),
+        role=role,
     )
 
 

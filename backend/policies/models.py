@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Text
+from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
 from backend.timeutil import utcnow
@@ -85,3 +85,26 @@ class StackPolicy(SQLModel, table=True):
     policy_id: str = Field(foreign_key="policy.id", primary_key=True, max_length=40, ondelete="CASCADE")
     attached_by: str | None = Field(default=None, max_length=254)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class StackValidation(SQLModel, table=True):
+    """What one validation policy decided about a stack's current state, the last time it was
+    evaluated (on demand or on the schedule). One row per stack and policy: a new evaluation
+    replaces the old."""
+
+    __tablename__ = "stack_validation"
+
+    stack_id: str = Field(foreign_key="stack.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    policy_id: str = Field(foreign_key="policy.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    policy_name: str = Field(max_length=100)
+    policy_version: int
+    state_serial: int | None = None  # the state version evaluated (None: the stack has no state)
+    outcome: str = Field(max_length=16)  # allow, warn, deny, error
+    deny: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    warn: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error: str | None = Field(default=None, max_length=2000)
+    engine: str = Field(default="", max_length=32)
+    duration_ms: float = 0.0
+    trigger: str = Field(default="manual", max_length=16)  # manual, schedule
+    evaluated_by: str | None = Field(default=None, max_length=254)
+    evaluated_at: datetime = Field(default_factory=utcnow)

@@ -206,6 +206,8 @@ class EvaluationResult(BaseModel):
     warn: list[str]
     require_approval: bool
     required_approvals: int
+    trigger: list[str] = Field(default_factory=list, description="trigger policies: stacks to run next")
+    role: str | None = Field(default=None, description="login policies: the role of the login")
     engine: str
     duration_ms: float
     unsupported_builtins: list[str]
@@ -327,3 +329,33 @@ class BacktestResult(BaseModel):
     duration_ms: float
     unsupported_builtins: list[str]
     notes: list[str]
+
+
+# ---------------------------------------------------------------- validation (a stack's current state)
+
+ValidationOutcome = Literal["allow", "warn", "deny", "error"]
+ValidationTrigger = Literal["manual", "schedule"]
+
+
+class StackValidationPublic(BaseModel):
+    """What one validation policy decided about the stack's current state, the last time it
+    was evaluated. ``state_serial`` is the state version evaluated (null: the stack had none)."""
+
+    policy_id: str
+    policy_name: str
+    policy_version: int
+    state_serial: int | None
+    outcome: ValidationOutcome
+    deny: list[str]
+    warn: list[str]
+    error: str | None
+    engine: str
+    duration_ms: float
+    trigger: ValidationTrigger
+    evaluated_by: str | None
+    evaluated_at: str
+
+
+class StackValidationsPublic(BaseModel):
+    data: list[StackValidationPublic]
+    count: int

@@ -654,6 +654,8 @@ def evaluate(
         warn=list(decision.warn),
         require_approval=decision.require_approval,
         required_approvals=decision.required_approvals,
+        trigger=list(decision.trigger),
+        role=decision.role,
         engine=engine.name,
         duration_ms=decision.duration_ms,
         unsupported_builtins=engine.builtins_used_unsupported(source.body),

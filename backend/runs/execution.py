@@ -365,6 +365,68 @@ def record_policy_results(
     return True
 
 
+MAX_TRIGGER_CHAIN = 20  # runs in one chain of trigger policies, the first included
+
+
+def _trigger_one(session: Session, box: SecretBox, run: Run, source: str, policy: str, stack_id: str) -> str:
+    """A tracked run on ``stack_id``, made by the trigger policy ``policy`` (audited as such)."""
+    from backend.auth.models import Role
+    from backend.auth.principal import Principal
+    from backend.runs.schemas import RunCreate
+    from backend.runs.service import create_run
+
+    principal = Principal("system", "trigger-policy", f"trigger policy {policy}", run.org_id, Role.admin)
+    message = f"triggered by policy {policy} after run {run.id} of {source}"[:1000]
+    body = RunCreate(type=lc.RunType.tracked, message=message)
+    return create_run(session, principal, box, stack_id, body, trigger="policy", triggered_by=run.id).id
+
+
+def trigger_runs(session: Session, box: SecretBox, run_id: str, outcomes: list[enforcement.Outcome]) -> None:
+    """Act on what the trigger policies decided after ``run_id`` finished, and store it: one
+    tracked run on each stack they name (by id or name, in the run's organization), unless the
+    stack is already in this chain of triggered runs (no loops), was named by an earlier policy,
+    or the chain is already MAX_TRIGGER_CHAIN runs long. What is not triggered, and why, is added
+    to the policy's warnings. A run that did not finish (canceled meanwhile) triggers nothing."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return
+    chain, cursor, depth = {run.stack_id}, run, 1
+    while cursor.triggered_by and depth < MAX_TRIGGER_CHAIN + 1:
+        cursor = session.get(Run, cursor.triggered_by)
+        if cursor is None:
+            break
+        chain.add(cursor.stack_id)
+        depth += 1
+    stacks = session.exec(select(Stack).where(Stack.org_id == run.org_id)).all()
+    by_key = {s.id: s for s in stacks} | {s.name.lower(): s for s in stacks}
+    source = session.get(Stack, run.stack_id)
+    source_name = source.name if source else run.stack_id
+    finished = run.status == lc.RunStatus.finished.value
+    triggered: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    noted: list[enforcement.Outcome] = []
+    for o in outcomes:
+        made, notes = [], []
+        for target in o.trigger if o.error is None else []:
+            stack = by_key.get(target) or by_key.get(target.lower())
+            if stack is None:
+                notes.append(f"no stack {target!r} in this organization: not triggered")
+            elif not finished:
+                notes.append(f"the run ended {run.status}: {stack.name} not triggered")
+            elif stack.id in chain:
+                notes.append(f"{stack.name} is already in this chain of runs: not triggered again")
+            elif stack.id in taken:
+                continue  # another policy named it: one run is enough
+            elif depth >= MAX_TRIGGER_CHAIN:
+                notes.append(f"the chain has {depth} runs, the most allowed: {stack.name} not triggered")
+            else:
+                made.append(_trigger_one(session, box, run, source_name, o.check.name, stack.id))
+                taken.add(stack.id)
+        triggered[o.check.policy_id] = made
+        noted.append(replace(o, warn=enforcement.clip([*o.warn, *notes])) if notes else o)
+    enforcement.record(session, run.id, enforcement.TRIGGER, noted, triggered)
+
+
 def finish_applying(session: Session, run_id: str, worker_id: str, now: datetime) -> str | None:
     run = _owned(session, run_id, worker_id)
     if run is None:

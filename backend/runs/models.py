@@ -73,6 +73,8 @@ class Run(SQLModel, table=True):
     # Object-store keys and checksums of the plan artifacts and archived phase logs.
     artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     retriggered_from: str | None = Field(default=None, max_length=40)
+    # The finished run whose trigger policy made this one (a chain never revisits a stack).
+    triggered_by: str | None = Field(default=None, max_length=40)
     cancel_requested_at: datetime | None = None
     worker_id: str | None = Field(default=None, max_length=100)
     heartbeat_at: datetime | None = None
@@ -116,6 +118,8 @@ class RunPolicyResult(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000)
     engine: str = Field(default="", max_length=32)
     duration_ms: float = 0.0
+    # Trigger policies: the runs this decision created on other stacks.
+    triggered: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -143,6 +143,7 @@ def policy_results(session: Session, principal: Principal, run_id: str) -> Polic
             error=r.error,
             engine=r.engine,
             duration_ms=r.duration_ms,
+            triggered=list(r.triggered or []),
             created_at=iso(r.created_at) or "",
         )
         for r in rows

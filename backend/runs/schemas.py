@@ -103,6 +103,7 @@ class RunPublic(BaseModel):
     cancel_requested_at: str | None
     env_override_names: list[str]
     retriggered_from: str | None
+    triggered_by: str | None = None  # the finished run whose trigger policy made this one
     has_plan_json: bool
     # How many distinct approvals the run's approval policies asked for (0: none).
     required_approvals: int = 0
@@ -149,11 +150,11 @@ class ApprovalsPublic(BaseModel):
 
 
 class PolicyResultPublic(BaseModel):
-    hook: Literal["pre_plan", "post_plan", "approval", "pre_apply"]
+    hook: Literal["pre_plan", "post_plan", "approval", "pre_apply", "trigger"]
     policy_id: str
     policy_name: str
     policy_version: int
-    outcome: Literal["allow", "warn", "deny", "approval", "error"]
+    outcome: Literal["allow", "warn", "deny", "approval", "error", "trigger"]
     deny: list[str]
     warn: list[str]
     require_approval: bool
@@ -161,6 +162,7 @@ class PolicyResultPublic(BaseModel):
     error: str | None
     engine: str
     duration_ms: float
+    triggered: list[str] = Field(default_factory=list, description="trigger policies: the runs made")
     created_at: str
 
 

@@ -96,6 +96,7 @@ def to_public(run: Run, stack_name: str, principal: Principal, approves: bool = 
         cancel_requested_at=iso(run.cancel_requested_at),
         env_override_names=list(run.env_override_names),
         retriggered_from=run.retriggered_from,
+        triggered_by=run.triggered_by,
         has_plan_json="plan_json" in (run.artifacts or {}),
         required_approvals=run.required_approvals or 0,
         actions=available_actions(run, principal, approves),
@@ -129,6 +130,7 @@ def create_run(
     *,
     trigger: str = "api",
     retriggered_from: str | None = None,
+    triggered_by: str | None = None,
 ) -> RunPublic:
     principal.require(Role.member, "triggering runs")
     stack = load_stack(session, principal, stack_id)
@@ -148,6 +150,7 @@ def create_run(
         created_at=now,
         env_override_names=sorted(body.env),
         retriggered_from=retriggered_from,
+        triggered_by=triggered_by,
     )
     if body.env:
         run.env_overrides_encrypted = secrets.encrypt(json.dumps(body.env), env_aad(run.id))
@@ -160,7 +163,12 @@ def create_run(
         "run.create",
         resource_type="run",
         resource_id=run.id,
-        after={**_snapshot(run), "trigger": trigger, "env_overrides": run.env_override_names},
+        after={
+            **_snapshot(run),
+            "trigger": trigger,
+            "env_overrides": run.env_override_names,
+            **({"triggered_by": triggered_by} if triggered_by else {}),
+        },
     )
     wakeup.notify(session, immediate=True)  # no worker is about to look: wake the idle ones
     return to_public(run, stack.name, principal)

@@ -278,6 +278,20 @@ def _header_card() -> rx.Component:
                 ),
             ),
             rx.cond(
+                d.triggered_by != "",
+                rx.text(
+                    "Triggered by a policy after ",
+                    rx.link(
+                        d.triggered_by,
+                        href="/runs/" + d.triggered_by,
+                        font_family="monospace",
+                        custom_attrs=testid("run-triggered-by"),
+                    ),
+                    size="1",
+                    color=rx.color("gray", 10),
+                ),
+            ),
+            rx.cond(
                 d.retriggered_from != "",
                 rx.text(
                     "Re-triggered from ",
@@ -293,7 +307,14 @@ def _header_card() -> rx.Component:
     )
 
 
-OUTCOME_COLORS = {"allow": "green", "warn": "amber", "deny": "red", "approval": "blue", "error": "red"}
+OUTCOME_COLORS = {
+    "allow": "green",
+    "warn": "amber",
+    "deny": "red",
+    "approval": "blue",
+    "error": "red",
+    "trigger": "blue",
+}
 
 
 def _message(text, color: str, tid: str) -> rx.Component:
@@ -330,6 +351,24 @@ def _policy_result(r) -> rx.Component:
         rx.foreach(r.deny, lambda m: _message(m, "red", "run-policy-deny")),
         rx.foreach(r.warn, lambda m: _message(m, "amber", "run-policy-warn")),
         rx.cond(r.error != "", rx.text(r.error, size="2", color=rx.color("red", 11))),
+        rx.cond(
+            r.triggered.length() > 0,
+            rx.hstack(
+                rx.text("Triggered:", size="2"),
+                rx.foreach(
+                    r.triggered,
+                    lambda rid: rx.link(
+                        rid,
+                        href="/runs/" + rid,
+                        font_family="monospace",
+                        size="2",
+                        custom_attrs=testid("run-policy-triggered"),
+                    ),
+                ),
+                spacing="2",
+                wrap="wrap",
+            ),
+        ),
         padding_y="6px",
         border_bottom=f"1px solid {rx.color('gray', 4)}",
         width="100%",

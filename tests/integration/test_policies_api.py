@@ -610,7 +610,11 @@ def test_input_document_puts_the_plan_first_and_crucible_beside_it(world):
 
 def test_the_documented_examples_compile_and_decide_as_documented(api):
     doc = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
-    destroy, tags, approval = re.findall(r"```rego\n(.*?)```", doc, re.S)
+    blocks = re.findall(r"```rego\n(.*?)```", doc, re.S)
+    destroy, tags, approval = blocks[:3]
+    for body in blocks[3:]:  # the other examples (trigger, login, validation ...) compile and run
+        response = api.post(EVALUATE, json={"body": body, "input": {"crucible": {}}})
+        assert response.status_code == 200, (body, response.text)
     plan = {
         "resource_changes": [
             {"address": "aws_s3_bucket.logs", "type": "aws_s3_bucket", "change": {"actions": ["delete"]}},

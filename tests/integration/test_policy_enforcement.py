@@ -307,3 +307,40 @@ def test_api_tokens_cannot_review_runs(world, app, as_actor, admin, db_kind):
             assert resp.status_code == 403 and "sign in as a user" in resp.json()["detail"]
     assert api.get(f"/api/v1/runs/{run_id}/approvals").json()["count"] == 0
     assert api.post(f"/api/v1/runs/{run_id}/approve").json()["status"] == "unconfirmed"
+
+
+def test_trigger_policies_run_the_stacks_they_name_once_per_chain(ctx, world, api, tmp_path, managed):
+    upstream = _stack(world, tmp_path, managed, auto_apply=True)
+    downstream = _stack(world, tmp_path, managed, auto_apply=True)
+    _policy(
+        api,
+        "then downstream",
+        "trigger",
+        f'trigger contains "{downstream["name"]}" if input.crucible.run.status == "finished"\n'
+        'trigger contains "no-such-stack" if true\n',
+        stack=upstream,
+    )
+    # Downstream names upstream back: the chain must stop there, not loop.
+    _policy(api, "and back", "trigger", f'trigger contains "{upstream["id"]}" if true\n', stack=downstream)
+    with WorkerThread(ctx) as worker:
+        first = _trigger(api, upstream)
+        wait_for_status(ctx, first, "finished", worker=worker)
+        (result,) = _results(api, first)
+        assert (result["hook"], result["outcome"]) == ("trigger", "trigger")
+        (made,) = result["triggered"]
+        assert result["warn"] == ["no stack 'no-such-stack' in this organization: not triggered"]
+        public = api.get(f"/api/v1/runs/{made}").json()
+        assert (public["stack_id"], public["type"], public["trigger"], public["triggered_by"]) == (
+            downstream["id"],
+            "tracked",
+            "policy",
+            first,
+        )
+        wait_for_status(ctx, made, "finished", worker=worker)
+    (back,) = _results(api, made)
+    assert back["triggered"] == []
+    assert back["warn"] == [f"{upstream['name']} is already in this chain of runs: not triggered again"]
+    assert downstream["target"].read_text() == "hello\n"
+    created = [e for e in world.audit_events() if e.action == "run.create" and e.resource_id == made]
+    assert created and created[0].actor == "trigger policy then downstream"
+    assert "policy then downstream (v1, trigger): trigger" in log_text(ctx, first)

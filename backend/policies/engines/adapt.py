@@ -162,7 +162,14 @@ class Adapted:
 
 
 def _decision_rule(rules: set[str]) -> str:
-    defaults = {"deny": "[]", "warn": "[]", "require_approval": "false", "required_approvals": "0"}
+    defaults = {
+        "deny": "[]",
+        "warn": "[]",
+        "require_approval": "false",
+        "required_approvals": "0",
+        "trigger": "[]",
+        "role": '""',
+    }
     lines = [""]
     for key in DECISION_KEYS:
         lines.append(f"default __crucible_{key} := {defaults[key]}")
