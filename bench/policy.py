@@ -17,6 +17,7 @@ attribute sets, tags, nested blocks, a mix of create/update/delete/replace/no-op
 addresses) plus the ``crucible`` key, about 1.6 KB of JSON per change.
 
     python bench/policy.py [--sizes 100,1000,10000] [--rounds 5] [--quick] [--max-seconds 170]
+                           [--engines opa-eval,regopy]
 
 Results are printed and written to bench/results/policy.json (git-ignored). The run stops on
 its own: a size/engine whose evaluations exceed --eval-timeout is reported as such, and no new
@@ -236,6 +237,7 @@ def main() -> int:
     ap.add_argument("--eval-timeout", type=float, default=60.0, help="per policy evaluation")
     ap.add_argument("--max-seconds", type=float, default=170.0)
     ap.add_argument("--quick", action="store_true", help="CI smoke: sizes 100,1000, 2 rounds")
+    ap.add_argument("--engines", default="", help="comma-separated engine names (default: all available)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.rounds, args.overhead_calls = "100,1000", 2, 50
@@ -246,7 +248,10 @@ def main() -> int:
     from backend.policies.engines.embedded import BACKENDS, EmbeddedEngine
 
     engines = available_engines()
-    inline = {name: EmbeddedEngine(cls, None, isolation="inline") for name, cls in BACKENDS.items()}
+    if args.engines:
+        wanted = {e.strip() for e in args.engines.split(",") if e.strip()}
+        engines = {k: v for k, v in engines.items() if k in wanted}
+    inline = {n: EmbeddedEngine(c, None, isolation="inline") for n, c in BACKENDS.items() if n in engines}
     policies = starter_policies()
     say(
         f"engines: {', '.join(engines) or 'none'}; policies: {len(policies)}; "

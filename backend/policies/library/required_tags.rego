@@ -40,7 +40,8 @@ deny contains msg if {
 	is_object(rc.change.after)
 	attr := tags_attribute(rc.change)
 	not rc.change.after_unknown[attr] == true # every tag known only at apply: nothing to judge
-	present := {k | v := tags_of(rc.change, attr)[k]; is_string(v); trim_space(v) != ""}
+	tags := tags_of(rc.change, attr)
+	present := {k | v := tags[k]; is_string(v); trim_space(v) != ""}
 	later := {k | rc.change.after_unknown[attr][k] == true} # values known only at apply
 	missing := (required_tags - present) - later
 	count(missing) > 0
