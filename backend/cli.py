@@ -15,8 +15,13 @@ from backend.auth.models import Role
 app = typer.Typer(help="Crucible: self-hosted infrastructure automation.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administer users and tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the audit log.", no_args_is_help=True)
+policies_app = typer.Typer(
+    help="List and disable policies without logging in (recovery from a broken login policy).",
+    no_args_is_help=True,
+)
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+app.add_typer(policies_app, name="policies")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("crucible.cli")
@@ -232,6 +237,105 @@ def audit_verify() -> None:
         err=True,
     )
     raise typer.Exit(1)
+
+
+def _find_policy(session, name_or_id: str):
+    """The policy with this id, else the one with this name (ignoring case) in any organization;
+    fails when there is none, or when several organizations have a policy of that name."""
+    from sqlalchemy import func
+    from sqlmodel import col, select
+
+    from backend.policies.models import Policy
+
+    policy = session.get(Policy, name_or_id)
+    if policy is not None:
+        return policy
+    matches = session.exec(
+        select(Policy).where(func.lower(Policy.name) == name_or_id.lower()).order_by(col(Policy.id))
+    ).all()
+    if not matches:
+        _fail(f"no policy has the id or name {name_or_id!r}; `crucible policies list` shows them")
+    if len(matches) > 1:
+        ids = ", ".join(f"{p.id} (organization {p.org_id})" for p in matches)
+        _fail(f"several policies are named {name_or_id!r}: {ids}; give the id instead")
+    return matches[0]
+
+
+class _NoEngine:
+    """Disabling a policy changes no Rego, so nothing needs compiling: the CLI works even when
+    the configured engine is what is broken (an unreachable OPA server, say)."""
+
+    name = "none"
+
+    def compile(self, source: str) -> None:
+        from backend.policies.engine import PolicyEvalError
+
+        raise PolicyEvalError("the CLI does not compile policies")
+
+    def evaluate(self, source: str, input: dict, *, timeout_seconds: float = 5.0):
+        from backend.policies.engine import PolicyEvalError
+
+        raise PolicyEvalError("the CLI does not evaluate policies")
+
+    def builtins_used_unsupported(self, source: str) -> list[str]:
+        return []
+
+
+@policies_app.command("list")
+def policies_list(
+    type_: Annotated[str | None, typer.Option("--type", help="Only this type, e.g. login.")] = None,
+) -> None:
+    """List every organization's policies: id, type, enabled or not, name."""
+    from sqlmodel import col, select
+
+    from backend.policies.models import Policy
+
+    ctx = _prepare_quiet()
+    try:
+        with ctx.session(readonly=True) as s:
+            stmt = select(Policy).order_by(col(Policy.org_id), col(Policy.name))
+            if type_:
+                stmt = stmt.where(Policy.type == type_)
+            rows = [(p.id, p.org_id, p.type, p.enabled, p.name) for p in s.exec(stmt).all()]
+    finally:
+        ctx.engine.dispose()
+    for policy_id, org_id, kind, enabled, name in rows:
+        state = "enabled" if enabled else "disabled"
+        typer.echo(f"{policy_id}  {org_id}  {kind:<10}  {state:<8}  {name}")
+    if not rows:
+        typer.echo("no policies")
+
+
+@policies_app.command("disable")
+def policies_disable(
+    name_or_id: Annotated[str, typer.Argument(help="The policy's id (pol-…) or name.")],
+) -> None:
+    """Disable a policy, as an admin would in the UI (a new version, audited as `system`).
+
+    The way back in when a login policy refuses every login: it needs the server's configuration
+    (CRUCIBLE_DATABASE_URL), not a session."""
+    from backend.auth.principal import system_principal
+    from backend.errors import ServiceError
+    from backend.policies import service
+    from backend.policies.schemas import PolicyUpdate
+
+    ctx = _prepare_quiet()
+    try:
+        with ctx.session() as s:
+            policy = _find_policy(s, name_or_id)
+            if not policy.enabled:
+                typer.echo(f"policy {policy.name!r} ({policy.id}, {policy.type}) is already disabled")
+                return
+            updated = service.update_policy(
+                s, system_principal(policy.org_id), _NoEngine(), policy.id, PolicyUpdate(enabled=False)
+            )
+    except ServiceError as exc:
+        _fail(exc.message)
+    finally:
+        ctx.engine.dispose()
+    typer.echo(
+        f"disabled policy {updated.name!r} ({updated.id}, {updated.type}); now at version {updated.version}"
+    )
 
 
 def _prepare_quiet():

@@ -8,6 +8,11 @@ from state.base import AuthState, SessionExpired
 ERRORS = {
     "invalid": "Invalid email or password.",
     "too_many": "Too many login attempts. Wait before trying again.",
+    "denied": "Your organization's login policy refused this sign-in. Ask an administrator.",
+    "policy_error": (
+        "Your organization's login policy could not be checked, so this sign-in was refused. "
+        "Ask an administrator."
+    ),
 }
 NOTICES = {"password_changed": "Password changed. Log in with your new password."}
 

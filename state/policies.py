@@ -30,9 +30,9 @@ TYPE_HINTS = {
     "post_plan": "On the plan. deny fails the run; warn is shown.",
     "pre_apply": "Just before apply. deny stops the apply.",
     "approval": "After the plan. require_approval / required_approvals hold the run for approvers.",
-    "trigger": "Stored and testable here; Crucible does not evaluate trigger policies yet.",
-    "login": "Stored and testable here; Crucible does not evaluate login policies yet.",
-    "validation": "Stored and testable here; Crucible does not evaluate validation policies yet.",
+    "trigger": "After a tracked or destroy run finishes: trigger names the stacks to run next.",
+    "login": "On every login whose password is right: deny refuses it; role sets the session's role.",
+    "validation": "Against each stack's current state, on demand and on a schedule; shown on the stack.",
 }
 
 # What a new policy starts with: a small, working example of the type (Rego v1).
@@ -82,31 +82,31 @@ required_approvals := 2 if total > 20
 """,
     "trigger": """package crucible
 
-# After a finished run. Crucible stores trigger policies but does not evaluate them
-# after runs yet (docs/policies.md); try them in the playground.
-warn contains msg if {
-	input.crucible.counts.destroy > 0
-	msg := sprintf("%s destroyed %d resources", [input.crucible.stack.name, input.crucible.counts.destroy])
+# After a tracked or destroy run of the stack finishes: the stacks to run next, by id or
+# name. Each gets one tracked run; a chain of triggered runs never comes back to a stack.
+trigger contains "app-frontend" if {
+	input.crucible.counts.add + input.crucible.counts.change > 0
 }
 """,
     "login": """package crucible
 
-# On login, for the whole organization. Crucible stores login policies but does not
-# evaluate them at login yet (docs/policies.md); try them in the playground.
-deny contains msg if {
-	not endswith(input.crucible.user.email, "@example.com")
-	msg := "only example.com accounts may log in"
-}
+# On every login whose password is right, for the whole organization. deny refuses the
+# login; role sets the session's role (the lowest any policy sets wins). Test it in the
+# playground first: a policy that refuses everyone locks everyone out (recovery:
+# `crucible policies disable <name>` on the server).
+role := "viewer" if endswith(input.crucible.login.email, "@contractor.example.com")
 """,
     "validation": """package crucible
 
-# Against the stack's current state. Crucible stores validation policies but does not
-# evaluate them on a schedule yet (docs/policies.md); try them in the playground.
+# Against the stack's current state (input.state, sensitive values redacted), on demand
+# and on a schedule; the results are shown on the stack.
 warn contains msg if {
-	some rc in input.resource_changes
-	rc.type == "aws_s3_bucket"
-	not rc.change.after.tags.owner
-	msg := sprintf("%s has no owner tag", [rc.address])
+	some r in input.state.resources
+	r.mode == "managed"
+	r.type == "aws_s3_bucket"
+	some inst in r.instances
+	not inst.attributes.tags.owner
+	msg := sprintf("%s.%s has no owner tag", [r.type, r.name])
 }
 """,
 }

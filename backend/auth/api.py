@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backend.auth.models import Role
 from backend.deps import SESSION_COOKIE, CtxDep, PrincipalDep, client_ip
 from backend.errors import ServiceError, TooManyRequests
+from backend.policies.login import LoginRefused
 from backend.timeutil import iso
 
 router = APIRouter(tags=["auth"])
@@ -122,7 +123,9 @@ def _login_openapi() -> dict:
 )
 async def login(request: Request, ctx: CtxDep):
     """Log in with email and password. JSON clients get the identity and the session cookie;
-    the login form (urlencoded) gets a redirect to `next`, or back to /login with the error."""
+    the login form (urlencoded) gets a redirect to `next`, or back to /login with the error.
+    The organization's login policies judge a login whose password is right: a refusal is a
+    403 (`login denied by policy: …`), and the form goes back to /login?error=denied."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_form = content_type == "application/x-www-form-urlencoded"
     if _cross_site(request):
@@ -148,7 +151,12 @@ async def login(request: Request, ctx: CtxDep):
 
     def _do():
         return ctx.auth.login(
-            ctx.session, email, password, client_ip(request), request.headers.get("user-agent")
+            ctx.session,
+            email,
+            password,
+            client_ip(request),
+            request.headers.get("user-agent"),
+            settings=ctx.settings,
         )
 
     try:
@@ -158,6 +166,8 @@ async def login(request: Request, ctx: CtxDep):
             raise
         # The page maps the code to its own text: a link cannot make it show arbitrary words.
         code = "too_many" if isinstance(exc, TooManyRequests) else "invalid"
+        if isinstance(exc, LoginRefused):
+            code = exc.code  # a login policy said no; its messages are in the audit log
         target = f"/login?error={code}&next={quote(next_url, safe='')}"
         if isinstance(exc, TooManyRequests):
             target += f"&retry_after={exc.retry_after}"

@@ -9,8 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,6 +24,8 @@ from backend.auth.models import ApiToken, Membership, Organization, Role, User, 
 from backend.auth.principal import Principal, system_principal
 from backend.auth.ratelimit import LoginRateLimiter
 from backend.errors import Conflict, FieldError, Forbidden, NotAuthenticated, NotFound
+from backend.policies import login as login_policies
+from backend.policies.enforcement import org_policies
 from backend.text import require_text
 from backend.timeutil import iso, new_id, utcnow
 
@@ -156,11 +159,15 @@ class Auth:
         password: str,
         ip: str,
         user_agent: str | None,
+        settings: Any = None,
     ) -> tuple[str, Principal]:
-        """Check the password and open a session; returns (cookie value, principal).
+        """Check the password, let the organization's login policies judge, and open a session;
+        returns (cookie value, principal).
 
         ``sessions(readonly=...)`` opens transactions. The slow argon2 check runs in a read
         transaction, so on SQLite it never holds the write lock; only the outcome is written.
+        Login policies (``settings`` chooses their engine and time limit) run only once the
+        password is right, outside any transaction; a refusal raises ``LoginRefused`` (403).
         """
         email = (email or "").strip().lower()[:254].replace("\x00", "")
         self.limiter.check_and_count(ip, email)
@@ -173,6 +180,11 @@ class Auth:
                 if user is not None
                 else None
             )
+            # Read with the user, whatever the password: a wrong one costs the same query.
+            checks = (
+                org_policies(s, membership.org_id, login_policies.LOGIN) if membership is not None else []
+            )
+            org = s.get(Organization, membership.org_id) if checks and membership is not None else None
         if user is None:
             self._verify(self._dummy_hash, password)  # same cost whether or not the user exists
             raise NotAuthenticated("invalid email or password")
@@ -185,10 +197,39 @@ class Auth:
                 with sessions() as s:
                     audit.record(s, p, "auth.login_failed", resource_type="user", resource_id=user.id)
             raise NotAuthenticated("invalid email or password")
-        self.limiter.record_success(email)
         principal = Principal(
             "user", user.id, user.email, membership.org_id, Role(membership.role), ip, user_agent
         )
+        verdict = login_policies.judge(
+            settings,
+            checks,
+            login_policies.LoginAttempt(
+                user_id=user.id,
+                email=user.email,
+                role=principal.role,
+                org_id=membership.org_id,
+                org_name=org.name if org is not None else "",
+                ip=principal.ip,
+                user_agent=principal.user_agent,
+                at=utcnow(),
+            ),
+        )
+        refusal = verdict.refusal()
+        if refusal is not None:
+            # Not a success for the throttle: the attempt stays counted against the account.
+            with sessions() as s:
+                audit.record(
+                    s,
+                    principal,
+                    "auth.login_denied",
+                    resource_type="user",
+                    resource_id=user.id,
+                    after=verdict.audit(),
+                )
+            raise refusal
+        self.limiter.record_success(email)
+        if verdict.role is not None:
+            principal = replace(principal, role=verdict.role)
         token = secrets.token_urlsafe(32)
         now = utcnow()
         with sessions() as s:
@@ -207,9 +248,18 @@ class Auth:
                     last_seen_at=now,
                     ip=principal.ip,
                     user_agent=principal.user_agent,
+                    role=verdict.role.value if verdict.role is not None else None,
                 )
             )
-            audit.record(s, principal, "auth.login", resource_type="user", resource_id=user.id)
+            audit.record(
+                s,
+                principal,
+                "auth.login",
+                resource_type="user",
+                resource_id=user.id,
+                # Which login policies decided what (none: no policies, the event as before).
+                after={"membership_role": membership.role, **verdict.audit()} if checks else None,
+            )
         return token, principal
 
     def session_principal(
@@ -241,7 +291,9 @@ class Auth:
         if now - us.last_seen_at > timedelta(minutes=5):
             us.last_seen_at = now
             session.add(us)
-        return Principal("user", user.id, user.email, us.org_id, Role(membership.role), ip, user_agent)
+        # A login policy's role, when one set it, holds for the whole session.
+        role = Role(us.role or membership.role)
+        return Principal("user", user.id, user.email, us.org_id, role, ip, user_agent)
 
     def logout(self, session: Session, token: str | None, ip: str | None, user_agent: str | None) -> None:
         if not token:

@@ -41,10 +41,10 @@ def _approved(session: Session, run_id: str) -> int:
 
 def _review(session: Session, principal: Principal, run_id: str, decision: str, comment: str) -> Run:
     principal.require(Role.viewer, "reviewing runs")
-    run = load_run(session, principal, run_id, lock=True)
     if principal.kind != "user":
         # Approvals count people: one admin holding several tokens is still one reviewer.
         raise Forbidden("runs are approved and rejected by people: sign in as a user to review")
+    run = load_run(session, principal, run_id, lock=True)
     if not principal.role.at_least(Role.admin) and not approver_stacks(session, principal, {run.stack_id}):
         raise Forbidden(
             f"{'approving' if decision == 'approve' else 'rejecting'} runs requires the admin role "

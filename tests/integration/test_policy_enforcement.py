@@ -123,6 +123,7 @@ def test_post_plan_deny_fails_the_run_with_the_message_and_warnings_show(ctx, wo
         "required_approvals": 0,
         "error": None,
         "engine": results["no big changes"]["engine"],
+        "triggered": [],
         "duration_ms": 0,
         "created_at": "",
     }
