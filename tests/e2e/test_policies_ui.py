@@ -71,11 +71,16 @@ def test_policy_editor_versions_stacks_playground_and_library(page, server, logi
     expect(page.get_by_test_id("page-title")).to_have_text("New policy")
     body = page.get_by_test_id("policy-body-input")
     expect(body).to_have_value(re.compile(r"package crucible"))
+    # Highlighted as typed: the textarea holds the text, a highlighted copy lies under it.
+    highlight = page.get_by_test_id("policy-body-input-highlight")
+    expect(highlight.locator("span.token.keyword", has_text=re.compile(r"^package$"))).to_have_count(1)
 
     # A compile error names its line (and marks it); nothing is saved and the draft stays.
     name = f"e2e-no-deletes-{suffix}"
     page.get_by_test_id("policy-form-name-input").fill(name)
     body.fill(BROKEN)
+    expect(highlight.locator("span.token.keyword", has_text=re.compile(r"^contains$"))).to_have_count(1)
+    expect(highlight).to_contain_text("x :=")
     page.get_by_test_id("policy-save").click()
     error = page.get_by_test_id("policy-compile-error")
     expect(error).to_have_attribute("data-line", "4")
@@ -163,6 +168,8 @@ def test_policy_editor_versions_stacks_playground_and_library(page, server, logi
     expect(page.get_by_test_id("playground-input-error")).to_have_attribute("data-line", "2")
     expect(page.get_by_test_id("playground-input-error")).to_contain_text("Not valid JSON")
     page.get_by_test_id("playground-input").fill(PASTED_INPUT)
+    json_tokens = page.get_by_test_id("playground-input-highlight").locator("span.token.property")
+    expect(json_tokens.first).to_have_text('"crucible"')
     page.get_by_test_id("playground-evaluate").click()
     expect(page.get_by_test_id("playground-input-error")).to_have_count(0)
     expect(deny).to_have_text("3 destroys is too many")
