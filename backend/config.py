@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     policy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     # Evaluation requests carry a whole plan JSON as input: their own body limit.
     policy_input_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    # Validation policies are evaluated against each stack's current state this often; 0: only on demand.
+    validation_interval_seconds: int = Field(default=3600, ge=0, le=30 * 24 * 3600)
 
     @field_validator("opa_url")
     @classmethod

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from backend.context import get_context
+from backend.errors import ServiceError
 
 log = logging.getLogger("crucible.tasks")
 
@@ -30,4 +32,44 @@ async def session_janitor(interval_seconds: float = 3600.0) -> None:
         await asyncio.sleep(interval_seconds)
 
 
-BACKGROUND_TASKS = (session_janitor,)
+VALIDATION_TICK_SECONDS = 60.0
+
+
+async def validation_scheduler(tick_seconds: float = VALIDATION_TICK_SECONDS) -> None:
+    """Validate stacks against their current state (validation policies) on a schedule.
+
+    A stack is due once its results are CRUCIBLE_VALIDATION_INTERVAL_SECONDS old (0 disables
+    the schedule); looking every minute (or every interval, when shorter) validates each about
+    that long after its last evaluation, whether that one was scheduled or clicked. The first
+    look waits a tick, so a start-up is never slowed. On shutdown the pass in progress stops
+    after the stack it is evaluating."""
+    from backend.policies import validation
+
+    ctx = get_context()
+    interval = ctx.settings.validation_interval_seconds
+    if interval <= 0:
+        log.info("scheduled validation is off (CRUCIBLE_VALIDATION_INTERVAL_SECONDS=0)")
+        return
+    stop = threading.Event()
+    unavailable = ""  # the engine problem last logged: said once, not every minute
+    try:
+        while True:
+            await asyncio.sleep(min(float(interval), tick_seconds))
+            try:
+                done = await asyncio.to_thread(validation.run_scheduled, ctx, stop=stop)
+                unavailable = ""
+                if done:
+                    log.info("validated stacks on schedule", extra={"fields": {"count": done}})
+            except asyncio.CancelledError:
+                raise
+            except ServiceError as exc:  # no policy engine: a setting to fix
+                if exc.message != unavailable:
+                    log.error("scheduled validation cannot run: %s", exc.message)
+                unavailable = exc.message
+            except Exception:
+                log.exception("scheduled validation failed; retrying next round")
+    finally:
+        stop.set()  # a pass still running in its thread ends after its current stack
+
+
+BACKGROUND_TASKS = (session_janitor, validation_scheduler)

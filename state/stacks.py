@@ -23,6 +23,7 @@ from state.base import AuthState, SessionExpired
 from state.helpers import exact, relative, run_db
 from state.runs import RunRow, run_row
 from state.stack_state import STATE_TOOLS, StackStateState
+from state.stack_validation import StackValidationState
 
 PAGE_SIZE = 25
 # The stack page's tabs (?tab=...); "state" only for tools that keep Terraform state.
@@ -336,12 +337,13 @@ class StackDetailState(AuthState):
             for e in events
         ]
         self.loading = False
+        then = [StackValidationState.load]  # the overview's Validation card
         if self.tab == "state":
             if not self.has_state_tab:  # e.g. an Ansible stack: it keeps no Terraform state
                 self.tab = "overview"
-                return None
-            return StackStateState.load
-        return None
+                return then
+            return [*then, StackStateState.load]
+        return then
 
     @rx.event
     def set_var_field(self, field: str, value):

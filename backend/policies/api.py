@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from backend.context import AppContext
 from backend.deps import CtxDep, PrincipalDep
-from backend.policies import backtest, inputs, service
+from backend.policies import backtest, inputs, service, validation
 from backend.policies.engine import PolicyEngine
 from backend.policies.models import PolicyType
 from backend.policies.schemas import (
@@ -27,6 +27,7 @@ from backend.policies.schemas import (
     StackPoliciesPublic,
     StackPolicyAttach,
     StackPolicyPublic,
+    StackValidationsPublic,
 )
 from backend.runs.api import RunId
 from backend.stacks.api import StackId
@@ -173,6 +174,32 @@ def detach_policy(
     with ctx.session() as s:
         service.detach_policy(s, principal, stack_id, policy_id)
     return Response(status_code=204)
+
+
+@router.post("/stacks/{stack_id}/validate", response_model=StackValidationsPublic)
+def validate_stack(stack_id: StackId, principal: PrincipalDep, ctx: CtxDep) -> dict:
+    """Evaluate the stack's enabled validation policies against its current state now (members
+    and admins); answers the stack's results, as ``GET /stacks/{id}/validation`` does."""
+    engine = _engine(ctx)
+    data = validation.validate_stack(
+        ctx.session,
+        ctx.objects,
+        principal,
+        engine,
+        stack_id,
+        trigger="manual",
+        timeout_seconds=ctx.settings.policy_timeout_seconds,
+        max_input_bytes=ctx.settings.policy_input_max_bytes,
+    )
+    return {"data": data, "count": len(data)}
+
+
+@router.get("/stacks/{stack_id}/validation", response_model=StackValidationsPublic)
+def list_stack_validation(stack_id: StackId, principal: PrincipalDep, ctx: CtxDep) -> dict:
+    """The latest result of each validation policy about the stack's current state."""
+    with ctx.session(readonly=True) as s:
+        data = validation.list_validations(s, principal, stack_id)
+    return {"data": data, "count": len(data)}
 
 
 @router.get(

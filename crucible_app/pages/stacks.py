@@ -15,6 +15,7 @@ from components.layout import (
     typed_delete_dialog,
 )
 from components.runs import runs_table, status_badge
+from components.stack_validation import validation_card
 from crucible_app.pages.stack_state import state_tab
 from crucible_app.pages.trigger_run import trigger_run_dialog
 from state.runs import TriggerRunState
@@ -585,6 +586,7 @@ def stack_detail_page() -> rx.Component:
                 _tabs(
                     rx.vstack(
                         _recent_runs(),
+                        validation_card(s.stack.id),
                         overview,
                         rx.grid(
                             _variables(),

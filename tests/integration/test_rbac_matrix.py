@@ -29,7 +29,7 @@ from backend.api import create_api
 from backend.auth.models import ApiToken, Membership, Role
 from backend.config import load_settings
 from backend.context import build_context
-from backend.policies.models import Policy, PolicyLabel, PolicyVersion, StackPolicy
+from backend.policies.models import Policy, PolicyLabel, PolicyVersion, StackPolicy, StackValidation
 from backend.runs.lifecycle import RunStatus
 from backend.runs.models import Run
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
@@ -67,8 +67,9 @@ class Rule:
     # "token", "run:<status>" (a run in that status; "run:planned" also has a plan JSON),
     # "state" (a stack with state version serial 1), "state_locked" (the same, locked) or
     # "state_token" (a stack with a stack token, the {token_id}), "policy", "stack_policy" (a
-    # stack with a policy attached, the {policy_id}) or "stack_and_policy" (a stack, and an
-    # unattached policy of the caller's org).
+    # stack with a policy attached, the {policy_id}), "stack_and_policy" (a stack, and an
+    # unattached policy of the caller's org) or "state_validation" (a stack with state serial 1,
+    # a validation policy attached and a stored result of it).
     resource: str | None = None
     body: Callable[[Cell], dict[str, Any]] | None = None
     params: dict[str, str] | None = None
@@ -205,6 +206,11 @@ def _state_rows(world, stack_id: str) -> dict[str, Any]:
 def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
     if kind in ("state", "state_locked", "state_token"):
         return _state_rows(cell.world, cell.resource_id)
+    if kind == "state_validation":
+        return {
+            **_state_rows(cell.world, cell.resource_id),
+            "validations": _validations(cell.world, cell.resource_id),
+        }
     if kind == "stack":
         return _stack_row(cell.world, cell.resource_id)
     if kind == "policy":
@@ -478,6 +484,61 @@ def _policy_input(cell: Cell, response) -> None:
     assert response.json()["resource_changes"] == []
 
 
+MATRIX_VALIDATION = 'package crucible\n\ndeny contains "matrix state" if count(input.state.resources) > 0\n'
+
+
+def make_validated_state(world, org_id: str) -> str:
+    """A stack with state serial 1, a validation policy attached and a stored (scheduled) result."""
+    stack_id = make_state(world, org_id)
+    now = utcnow()
+    policy = Policy(
+        id=new_id("pol"),
+        org_id=org_id,
+        name=f"matrix-validation-{world._n()}",
+        type="validation",
+        body=MATRIX_VALIDATION,
+        created_at=now,
+        updated_at=now,
+    )
+    with world.ctx.session() as s:
+        s.add(policy)
+        s.flush()
+        s.add(PolicyVersion(policy_id=policy.id, version=1, body=policy.body, type=policy.type))
+        s.add(StackPolicy(stack_id=stack_id, policy_id=policy.id))
+        s.add(
+            StackValidation(
+                stack_id=stack_id,
+                policy_id=policy.id,
+                policy_name=policy.name,
+                policy_version=1,
+                state_serial=1,
+                outcome="deny",
+                deny=["matrix state"],
+                trigger="schedule",
+                evaluated_by="system",
+            )
+        )
+    return stack_id
+
+
+def _validations(world, stack_id: str) -> list[dict[str, Any]]:
+    with world.ctx.session() as s:
+        rows = s.exec(select(StackValidation).where(StackValidation.stack_id == stack_id)).all()
+        return [r.model_dump() for r in rows]
+
+
+def _validated(cell: Cell, response) -> None:
+    [row] = response.json()["data"]
+    assert row["outcome"] == "deny" and row["deny"] == ["matrix state"] and row["state_serial"] == 1
+    assert row["trigger"] == "manual" and row["evaluated_by"] == cell.caller.label
+    assert _validations(cell.world, cell.resource_id)[0]["trigger"] == "manual"
+
+
+def _validations_listed(cell: Cell, response) -> None:
+    [row] = response.json()["data"]
+    assert row["trigger"] == "schedule" and row["deny"] == ["matrix state"]
+
+
 V, M, A = Role.viewer, Role.member, Role.admin
 MATRIX: dict[tuple[str, str], Rule] = {
     # public
@@ -543,10 +604,20 @@ MATRIX: dict[tuple[str, str], Rule] = {
         V, 200, resource="run:unconfirmed", effect=_run_status("confirmed"), granted_below=A
     ),
     ("POST", "/api/v1/runs/{run_id}/approve"): Rule(
-        V, 200, resource="run:pending_approval", effect=_run_status("unconfirmed"), granted_below=A
+        V,
+        200,
+        resource="run:pending_approval",
+        effect=_run_status("unconfirmed"),
+        granted_below=A,
+        users_only=True,
     ),
     ("POST", "/api/v1/runs/{run_id}/reject"): Rule(
-        V, 200, resource="run:pending_approval", effect=_run_status("failed"), granted_below=A
+        V,
+        200,
+        resource="run:pending_approval",
+        effect=_run_status("failed"),
+        granted_below=A,
+        users_only=True,
     ),
     ("GET", "/api/v1/runs/{run_id}/approvals"): Rule(V, 200, resource="run:pending_approval"),
     ("GET", "/api/v1/runs/{run_id}/policy-results"): Rule(V, 200, resource="run:failed"),
@@ -633,6 +704,12 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ),
     ("DELETE", "/api/v1/stacks/{stack_id}/policies/{policy_id}"): Rule(
         A, 204, resource="stack_policy", effect=_policy_detached
+    ),
+    ("POST", "/api/v1/stacks/{stack_id}/validate"): Rule(
+        M, 200, resource="state_validation", effect=_validated
+    ),
+    ("GET", "/api/v1/stacks/{stack_id}/validation"): Rule(
+        V, 200, resource="state_validation", effect=_validations_listed
     ),
     # audit
     ("GET", "/api/v1/audit"): Rule(V, 200, params={"limit": "200"}),
@@ -745,6 +822,8 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
                     cell.resource_id = world.stack(resource_org)["id"]
                 elif rule.resource in ("state", "state_locked"):
                     cell.resource_id = make_state(world, resource_org, locked=rule.resource == "state_locked")
+                elif rule.resource == "state_validation":
+                    cell.resource_id = make_validated_state(world, resource_org)
                 elif rule.resource == "state_token":
                     cell.resource_id = world.stack(resource_org)["id"]
                     with world.ctx.session() as s:
