@@ -32,6 +32,7 @@ RUN_FIELDS = {
     "id",
     "stack_id",
     "stack_name",
+    "triggered_by",
     "required_approvals",
     "type",
     "status",

@@ -20,6 +20,7 @@ from backend.policies import validation
 from backend.policies.models import StackValidation
 from backend.tasks import validation_scheduler
 from backend.timeutil import utcnow
+from tests.aio import run_async
 from tests.integration.test_state_protocol import TerraformClient, new_token
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "state"
@@ -502,7 +503,7 @@ def test_the_scheduler_loop_runs_passes_and_stops_cleanly(client, world, admin_a
 
     set_context(world.ctx)
     try:
-        asyncio.run(run_for_a_while())
+        run_async(run_for_a_while())
     finally:
         set_context(None)
     assert stored(world, stack_id)["require-owner"].trigger == "schedule"
@@ -512,7 +513,7 @@ def test_the_scheduler_loop_runs_passes_and_stops_cleanly(client, world, admin_a
 def test_an_interval_of_zero_turns_the_schedule_off(world):
     set_context(world.ctx)
     try:
-        asyncio.run(asyncio.wait_for(validation_scheduler(tick_seconds=0.01), timeout=5))
+        run_async(asyncio.wait_for(validation_scheduler(tick_seconds=0.01), timeout=5))
     finally:
         set_context(None)
 
