@@ -25,16 +25,6 @@ class LibraryRow:
     installed_id: str = ""  # a policy of this organization with the entry's name, if any
 
 
-def _free_name(name: str, taken: set[str]) -> str:
-    if name.casefold() not in taken:
-        return name
-    for n in range(2, 100):
-        candidate = f"{name[: 100 - len(str(n)) - 1].rstrip()} {n}"
-        if candidate.casefold() not in taken:
-            return candidate
-    return name
-
-
 def _org_policy_names(s, principal) -> dict[str, str]:
     """Lower-cased name → id of every policy of the organization."""
     out: dict[str, str] = {}
@@ -96,7 +86,7 @@ class PolicyLibraryState(AuthState):
         if entry is None:
             return None
         self.install_slug, self.install_title = slug, entry.name
-        self.install_name = _free_name(entry.name, self._taken)
+        self.install_name = service.free_name(entry.name, self._taken)
         self.install_error, self.install_open = "", True
         return None
 

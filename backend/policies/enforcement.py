@@ -28,7 +28,8 @@ from backend.policies.engine import PolicyCompileError, PolicyEngine, PolicyEval
 from backend.policies.models import Policy, PolicyType, PolicyVersion
 from backend.policies.service import input_document, policies_for_stack
 from backend.runs.models import Run, RunPolicyResult
-from backend.stacks.models import Stack, StackLabel
+from backend.stacks.models import Stack
+from backend.stacks.service import labels_of
 from backend.timeutil import utcnow
 
 TRIGGER = PolicyType.trigger.value
@@ -129,7 +130,7 @@ def load(session: Session, run_id: str, phase: str) -> PolicySet:
         return PolicySet({}, {})
     stack = session.get(Stack, run.stack_id)
     assert stack is not None  # runs cascade with their stack
-    labels = list(session.exec(select(StackLabel.label).where(StackLabel.stack_id == stack.id)).all())
+    labels = labels_of(session, [stack.id])[stack.id]
     return PolicySet(checks, input_document(run, stack, labels)["crucible"])
 
 

@@ -28,8 +28,8 @@ from backend.policies.models import PolicyType
 from backend.policies.service import input_document
 from backend.runs.models import Run
 from backend.runs.plandiff import PlanFormatError, redact_plan
-from backend.stacks.models import Stack, StackLabel
-from backend.stacks.service import load_stack
+from backend.stacks.models import Stack
+from backend.stacks.service import labels_of, load_stack
 from backend.storage import ObjectCorrupted, ObjectNotFound, ObjectStore
 
 DEFAULT_MAX_BYTES: int = Settings.model_fields["policy_input_max_bytes"].default
@@ -66,20 +66,6 @@ def has_plan(run: Run) -> bool:
     return isinstance(entry, dict) and bool(entry.get("key"))
 
 
-def _labels(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {sid: [] for sid in stack_ids}
-    if not stack_ids:
-        return out
-    rows = session.exec(
-        select(StackLabel.stack_id, StackLabel.label)
-        .where(col(StackLabel.stack_id).in_(stack_ids))
-        .order_by(col(StackLabel.label))
-    ).all()
-    for stack_id, label in rows:
-        out[stack_id].append(label)
-    return out
-
-
 def load_run_source(session: Session, principal: Principal, run_id: str) -> RunSource:
     """The run (of the principal's organization), its stack and the stack's labels."""
     principal.require(Role.member, "reading a run's policy input")
@@ -88,14 +74,14 @@ def load_run_source(session: Session, principal: Principal, run_id: str) -> RunS
     if run is None or run.org_id != principal.org_id:
         raise NotFound(f"run {run_id} not found")
     stack = load_stack(session, principal, run.stack_id)
-    return RunSource(run=run, stack=stack, labels=_labels(session, [stack.id])[stack.id])
+    return RunSource(run=run, stack=stack, labels=labels_of(session, [stack.id])[stack.id])
 
 
 def sources_for(session: Session, runs: list[Run]) -> list[RunSource]:
     """RunSources for runs already loaded (and authorized) by the caller, in their order."""
     stack_ids = sorted({r.stack_id for r in runs})
     stacks = {s.id: s for s in session.exec(select(Stack).where(col(Stack.id).in_(stack_ids))).all()}
-    labels = _labels(session, stack_ids)
+    labels = labels_of(session, stack_ids)
     return [RunSource(run=r, stack=stacks[r.stack_id], labels=labels[r.stack_id]) for r in runs]
 
 

@@ -677,13 +677,20 @@ def library(principal: Principal) -> list[LibraryPolicyPublic]:
     ]
 
 
-def _free_name(session: Session, org_id: str, name: str) -> str:
+def free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name 2``, ``name 3``, ... : the first not in ``taken`` (case-folded names)."""
+    if name.casefold() not in taken:
+        return name
     for n in range(2, 100):
         suffix = f" {n}"
         candidate = name[: 100 - len(suffix)].rstrip() + suffix
-        if not _name_taken(session, org_id, candidate):
+        if candidate.casefold() not in taken:
             return candidate
     return f"{name[:80]} {new_id('x')[-8:]}"
+
+
+def _org_names(session: Session, org_id: str) -> set[str]:
+    return {n.casefold() for n in session.exec(select(Policy.name).where(Policy.org_id == org_id)).all()}
 
 
 def install_from_library(
@@ -710,7 +717,7 @@ def install_from_library(
     except FieldError as exc:
         if exc.field != "name":
             raise
-        suggestion = _free_name(session, principal.org_id, body.name)
+        suggestion = free_name(body.name, _org_names(session, principal.org_id))
         raise Conflict(
             f"a policy named {body.name!r} already exists in this organization: "
             f'install this one under another name, e.g. {{"name": "{suggestion}"}}'

@@ -59,8 +59,8 @@ from backend.policies.models import Policy, PolicyType, StackValidation
 from backend.policies.schemas import StackValidationPublic
 from backend.policies.service import engine_for, policies_for_stack, stacks_for_policy
 from backend.runs.plandiff import _hide
-from backend.stacks.models import Stack, StackLabel
-from backend.stacks.service import load_stack
+from backend.stacks.models import Stack
+from backend.stacks.service import labels_of, load_stack
 from backend.state import diff as state_diff
 from backend.state.models import StateHead, StateVersion
 from backend.storage import ObjectStore, StorageError
@@ -150,9 +150,7 @@ class _Unreadable(Exception):
 
 def _load(session: Session, principal: Principal, stack_id: str) -> _Source:
     stack = load_stack(session, principal, stack_id)
-    labels = session.exec(
-        select(StackLabel.label).where(StackLabel.stack_id == stack.id).order_by(col(StackLabel.label))
-    ).all()
+    labels = labels_of(session, [stack.id])[stack.id]
     checks = [
         enforcement.Check(policy_id=p.id, name=p.name, version=v.version, body=v.body)
         for p, v in policies_for_stack(session, stack.id, VALIDATION)

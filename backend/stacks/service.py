@@ -31,7 +31,8 @@ class StackQuery:
     offset: int = 0
 
 
-def _labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
+def labels_of(session: Session, stack_ids: list[str]) -> dict[str, list[str]]:
+    """Each stack's labels, sorted (one query for all of them)."""
     out: dict[str, list[str]] = {sid: [] for sid in stack_ids}
     if not stack_ids:
         return out
@@ -114,7 +115,7 @@ def list_stacks(session: Session, principal: Principal, query: StackQuery) -> tu
         )
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
     page = session.exec(stmt.order_by(col(Stack.name)).offset(query.offset).limit(query.limit)).all()
-    labels = _labels_of(session, [s.id for s in page])
+    labels = labels_of(session, [s.id for s in page])
     return [to_public(s, labels[s.id]) for s in page], int(total)
 
 
@@ -147,7 +148,7 @@ def count_by_tool(session: Session, principal: Principal) -> dict[str, int]:
 def get_stack(session: Session, principal: Principal, stack_id: str) -> StackPublic:
     principal.require(Role.viewer, "viewing stacks")
     stack = load_stack(session, principal, stack_id)
-    return to_public(stack, _labels_of(session, [stack.id])[stack.id])
+    return to_public(stack, labels_of(session, [stack.id])[stack.id])
 
 
 def create_stack(session: Session, principal: Principal, body: StackCreate) -> StackPublic:
@@ -183,7 +184,7 @@ def create_stack(session: Session, principal: Principal, body: StackCreate) -> S
 def update_stack(session: Session, principal: Principal, stack_id: str, body: StackUpdate) -> StackPublic:
     principal.require(Role.member, "editing stacks")
     stack = load_stack(session, principal, stack_id)
-    labels = _labels_of(session, [stack.id])[stack.id]
+    labels = labels_of(session, [stack.id])[stack.id]
     before = _snapshot(stack, labels)
     changes = body.model_dump(exclude_unset=True)
     for key in NON_NULLABLE:
@@ -220,7 +221,7 @@ def update_stack(session: Session, principal: Principal, stack_id: str, body: St
 def delete_stack(session: Session, principal: Principal, stack_id: str) -> None:
     principal.require(Role.admin, "deleting stacks")
     stack = load_stack(session, principal, stack_id)
-    labels = _labels_of(session, [stack.id])[stack.id]
+    labels = labels_of(session, [stack.id])[stack.id]
     before = _snapshot(stack, labels)
     session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))
     session.delete(stack)

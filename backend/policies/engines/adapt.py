@@ -156,9 +156,11 @@ class Adapted:
         """The part of ``doc`` the policy can see. A policy that reads only ``input.crucible``
         and ``input.resource_changes`` cannot tell whether ``prior_state`` was there, and not
         sending it saves serialising and parsing most of a large plan."""
-        if self.input_keys is None:
-            return doc
-        return {k: doc[k] for k in self.input_keys if k in doc}
+        return _project(self.input_keys, doc)
+
+
+def _project(keys: frozenset[str] | None, doc: dict) -> dict:
+    return doc if keys is None else {k: doc[k] for k in keys if k in doc}
 
 
 def _decision_rule(rules: set[str]) -> str:
@@ -280,9 +282,7 @@ class Combined:
     input_keys: frozenset[str] | None
 
     def project(self, doc: dict) -> dict:
-        if self.input_keys is None:
-            return doc
-        return {k: doc[k] for k in self.input_keys if k in doc}
+        return _project(self.input_keys, doc)
 
 
 def _merge_body(index: int, text: str) -> str | None:

@@ -115,19 +115,24 @@ class RegorusBackend:
         adapted = self.adapt(source)
 
         def make() -> Any:
-            # OpaEval only reads policies from files.
-            path = os.path.join(self._dir, adapted.digest[:32] + ".rego")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(adapted.text)
             try:
-                return self._lib.OpaEval(path, query=f"data.{adapted.package}.{adapt_mod.DECISION_RULE}")
+                return self._compile(adapted.text, adapted.digest, adapted.package, adapt_mod.DECISION_RULE)
             except RuntimeError as exc:
                 raise PolicyCompileError(*_locate(adapted, *_regorus_error(str(exc)))) from None
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
 
         return adapted, self._cache.get_or(adapted.digest, make)
+
+    def _compile(self, text: str, digest: str, package: str, rule: str) -> Any:
+        """An evaluator of ``data.<package>.<rule>``; RuntimeError if the text does not compile.
+        OpaEval only reads policies from files."""
+        path = os.path.join(self._dir, digest[:32] + ".rego")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            return self._lib.OpaEval(path, query=f"data.{package}.{rule}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def compile(self, source: str) -> None:
         self._load(source)
@@ -159,16 +164,11 @@ class RegorusBackend:
             return None
 
         def make() -> Any:
-            path = os.path.join(self._dir, combined.digest[:32] + ".rego")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(combined.text)
             try:
-                return self._lib.OpaEval(path, query=f"data.{adapt_mod.BATCH_PACKAGE}.{adapt_mod.BATCH_RULE}")
+                package, rule = adapt_mod.BATCH_PACKAGE, adapt_mod.BATCH_RULE
+                return self._compile(combined.text, combined.digest, package, rule)
             except RuntimeError:
                 return None
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
 
         evaluator = self._cache.get_or(combined.digest, make)
         if evaluator is None:
