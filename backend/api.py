@@ -26,6 +26,7 @@ from backend.state.api import router as state_router
 from backend.state.protocol import router as state_protocol_router
 from backend.storage import StorageError
 from backend.tasks import BACKGROUND_TASKS
+from backend.vcs.api import router as vcs_router
 
 log = logging.getLogger("crucible.api")
 API_PREFIX = "/api/v1"
@@ -66,6 +67,7 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
     app.include_router(state_router, prefix=API_PREFIX)
     app.include_router(state_protocol_router, prefix=API_PREFIX)
     app.include_router(policies_router, prefix=API_PREFIX)
+    app.include_router(vcs_router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(ops_router)
 
@@ -129,7 +131,8 @@ def create_api(ctx: AppContext, run_background_tasks: bool = False, extra_tasks=
 def _body_limits(ctx: AppContext) -> list[BodyLimit]:
     """Routes allowed past CRUCIBLE_MAX_REQUEST_BYTES: Terraform state uploads (streamed to disk
     by the route itself), the admins' REST upload (read into memory, so its own cap) and policy
-    evaluation (its input is a whole plan JSON)."""
+    evaluation (its input is a whole plan JSON) and VCS webhooks (a push of many commits is
+    large)."""
     return [
         BodyLimit(
             path=re.compile(rf"{API_PREFIX}/state/[^/]+/?"),
@@ -149,5 +152,11 @@ def _body_limits(ctx: AppContext) -> list[BodyLimit]:
             methods=frozenset({"POST"}),
             max_bytes=ctx.settings.policy_input_max_bytes,
             setting="CRUCIBLE_POLICY_INPUT_MAX_BYTES",
+        ),
+        BodyLimit(
+            path=re.compile(rf"{API_PREFIX}/webhooks/[^/]+/?"),
+            methods=frozenset({"POST"}),
+            max_bytes=ctx.settings.webhook_max_bytes,
+            setting="CRUCIBLE_WEBHOOK_MAX_BYTES",
         ),
     ]

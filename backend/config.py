@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     policy_input_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     # Validation policies are evaluated against each stack's current state this often; 0: only on demand.
     validation_interval_seconds: int = Field(default=3600, ge=0, le=30 * 24 * 3600)
+    # VCS webhooks (docs/vcs.md): the largest delivery accepted (GitHub caps its own at 25 MB),
+    # how long a rotated-out secret keeps verifying, and the timeout of each call back to the VCS.
+    webhook_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024**2)
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    vcs_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("opa_url")
     @classmethod

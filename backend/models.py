@@ -6,6 +6,7 @@ from backend.policies.models import Policy, PolicyLabel, PolicyVersion, StackPol
 from backend.runs.models import Run, RunLogChunk
 from backend.stacks.models import Stack, StackApprover, StackLabel, StackVariable
 from backend.state.models import StateHead, StateLock, StateToken, StateVersion
+from backend.vcs.models import RunVcs, StackWebhook, VcsComment, WebhookDelivery
 
 __all__ = [
     "ApiToken",
@@ -17,15 +18,19 @@ __all__ = [
     "PolicyVersion",
     "Run",
     "RunLogChunk",
+    "RunVcs",
     "Stack",
     "StackApprover",
     "StackLabel",
     "StackPolicy",
     "StackVariable",
+    "StackWebhook",
     "StateHead",
     "StateLock",
     "StateToken",
     "StateVersion",
     "User",
     "UserSession",
+    "VcsComment",
+    "WebhookDelivery",
 ]

@@ -41,7 +41,7 @@ def list_stacks(
 @router.post("/stacks", status_code=201, response_model=StackPublic)
 def create_stack(body: StackCreate, principal: PrincipalDep, ctx: CtxDep) -> StackPublic:
     with ctx.session() as s:
-        return service.create_stack(s, principal, body)
+        return service.create_stack(s, principal, body, ctx.secret_box)
 
 
 @router.get("/stacks/{stack_id}", response_model=StackPublic)
@@ -53,7 +53,7 @@ def get_stack(stack_id: StackId, principal: PrincipalDep, ctx: CtxDep) -> StackP
 @router.patch("/stacks/{stack_id}", response_model=StackPublic)
 def update_stack(stack_id: StackId, body: StackUpdate, principal: PrincipalDep, ctx: CtxDep) -> StackPublic:
     with ctx.session() as s:
-        return service.update_stack(s, principal, stack_id, body)
+        return service.update_stack(s, principal, stack_id, body, ctx.secret_box)
 
 
 @router.delete("/stacks/{stack_id}", status_code=204)

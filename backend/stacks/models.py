@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
 from backend.timeutil import utcnow
@@ -19,6 +20,19 @@ class Tool(StrEnum):
 class RunnerKind(StrEnum):
     local = "local"
     docker = "docker"
+
+
+class VcsProvider(StrEnum):
+    """Where feedback (commit statuses, PR/MR comments) goes."""
+
+    github = "github"
+    gitlab = "gitlab"
+    gitea = "gitea"
+    bitbucket = "bitbucket"
+    azure_devops = "azure_devops"
+
+
+DEFAULT_SKIP_MESSAGES = ["[skip ci]", "[ci skip]"]
 
 
 class Stack(SQLModel, table=True):
@@ -42,6 +56,18 @@ class Stack(SQLModel, table=True):
     auto_apply: bool = False
     # Ansible: the playbook to run (default site.yml, else playbook.yml).
     playbook: str | None = Field(default=None, max_length=255)
+    # VCS: the provider to report to, its API base (None: the provider's public cloud) and a
+    # token (encrypted, write-only).
+    vcs_provider: str | None = Field(default=None, max_length=16)
+    vcs_base_url: str | None = Field(default=None, max_length=2048)
+    vcs_token_encrypted: str | None = Field(default=None, max_length=4096)
+    # Webhook filters: globs over changed files (empty: every change), commit-message
+    # substrings and actors whose events start no run.
+    trigger_paths: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    skip_message_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SKIP_MESSAGES), sa_column=Column(JSON, nullable=False)
+    )
+    skip_actors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_by: str | None = Field(
         default=None, max_length=254
     )  # the creator's label (email or token:<name>)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from backend.stacks.models import RunnerKind, Tool
+from backend.stacks.models import DEFAULT_SKIP_MESSAGES, RunnerKind, Tool, VcsProvider
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
@@ -141,6 +141,59 @@ def _labels(value: list[str]) -> list[str]:
     return out
 
 
+def _vcs_base_url(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("VCS base URL must be an http(s) URL, e.g. https://gitlab.example.com")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(
+            "VCS base URL must not carry credentials, a query or a fragment; the token goes in vcs_token"
+        )
+    return value
+
+
+def _vcs_token(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("VCS token must not contain spaces or control characters")
+    return value or None
+
+
+def _patterns(what: str, max_len: int):
+    def check(value: list[str]) -> list[str]:
+        out: list[str] = []
+        for raw in value:
+            item = raw.strip()
+            if not item:
+                continue
+            if any(ord(c) < 32 for c in item):
+                raise ValueError(f"{what} must not contain control characters")
+            if len(item) > max_len:
+                raise ValueError(f"each of the {what} is at most {max_len} characters")
+            if item not in out:
+                out.append(item)
+        return out
+
+    return check
+
+
+def _trigger_paths(value: list[str]) -> list[str]:
+    out = _patterns("trigger paths", 256)(value)
+    for glob in out:
+        if glob.startswith("!"):
+            raise ValueError(
+                "trigger paths are globs that include files (e.g. envs/prod/**); '!' is not supported"
+            )
+        if ".." in glob.split("/"):
+            raise ValueError("trigger paths are relative to the repository root ('..' is not allowed)")
+    return out
+
+
 Name = Annotated[str, Field(max_length=100), AfterValidator(_name)]
 Description = Annotated[str, Field(max_length=2000), AfterValidator(_no_control)]
 RepositoryUrl = Annotated[str, Field(max_length=2048), AfterValidator(_repository_url)]
@@ -150,6 +203,27 @@ ToolVersion = Annotated[str | None, Field(max_length=64), AfterValidator(_tool_v
 RunnerImage = Annotated[str | None, Field(max_length=512), AfterValidator(_runner_image)]
 Playbook = Annotated[str | None, Field(max_length=255), AfterValidator(_playbook)]
 Labels = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_labels)]
+VcsBaseUrl = Annotated[str | None, Field(max_length=2048), AfterValidator(_vcs_base_url)]
+VcsToken = Annotated[
+    str | None,
+    Field(max_length=2048, description="Write-only: used for commit statuses and PR comments, never shown"),
+    AfterValidator(_vcs_token),
+]
+TriggerPaths = Annotated[
+    list[Annotated[str, Field(max_length=256)]],
+    Field(max_length=50, description="Globs over changed files; empty: every change"),
+    AfterValidator(_trigger_paths),
+]
+SkipMessages = Annotated[
+    list[Annotated[str, Field(max_length=200)]],
+    Field(max_length=50, description="Commit-message substrings (case-insensitive) that start no run"),
+    AfterValidator(_patterns("skip message patterns", 200)),
+]
+SkipActors = Annotated[
+    list[Annotated[str, Field(max_length=100)]],
+    Field(max_length=100, description="VCS user names whose events start no run, e.g. renovate[bot]"),
+    AfterValidator(_patterns("skip actors", 100)),
+]
 
 
 class StackCreate(BaseModel):
@@ -167,6 +241,12 @@ class StackCreate(BaseModel):
     playbook: Playbook = None
     auto_apply: StrictBool = False
     labels: Labels = Field(default_factory=list)
+    vcs_provider: VcsProvider | None = None
+    vcs_base_url: VcsBaseUrl = None
+    vcs_token: VcsToken = None
+    trigger_paths: TriggerPaths = Field(default_factory=list)
+    skip_message_patterns: SkipMessages = Field(default_factory=lambda: list(DEFAULT_SKIP_MESSAGES))
+    skip_actors: SkipActors = Field(default_factory=list)
 
 
 class StackUpdate(BaseModel):
@@ -186,6 +266,12 @@ class StackUpdate(BaseModel):
     playbook: Playbook = None
     auto_apply: StrictBool | None = None
     labels: Labels | None = None
+    vcs_provider: VcsProvider | None = None
+    vcs_base_url: VcsBaseUrl = None
+    vcs_token: VcsToken = None
+    trigger_paths: TriggerPaths | None = None
+    skip_message_patterns: SkipMessages | None = None
+    skip_actors: SkipActors | None = None
 
 
 NON_NULLABLE = (
@@ -198,6 +284,9 @@ NON_NULLABLE = (
     "runner",
     "auto_apply",
     "labels",
+    "trigger_paths",
+    "skip_message_patterns",
+    "skip_actors",
 )
 
 
@@ -215,6 +304,12 @@ class StackPublic(BaseModel):
     playbook: str | None
     auto_apply: bool
     labels: list[str]
+    vcs_provider: VcsProvider | None = None
+    vcs_base_url: str | None = None
+    vcs_token_set: bool = False  # the token itself is write-only
+    trigger_paths: list[str] = Field(default_factory=list)
+    skip_message_patterns: list[str] = Field(default_factory=list)
+    skip_actors: list[str] = Field(default_factory=list)
     created_by: str | None
     created_at: str
     updated_at: str

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from backend.audit import service as audit
 from backend.auth.models import Role
 from backend.auth.principal import Principal
+from backend.crypto import SecretBox
 from backend.errors import Conflict, FieldError, NotFound
 from backend.stacks.models import Stack, StackLabel
 from backend.stacks.schemas import NON_NULLABLE, StackCreate, StackPublic, StackUpdate
@@ -61,6 +62,12 @@ def to_public(stack: Stack, labels: list[str]) -> StackPublic:
         playbook=stack.playbook,
         auto_apply=stack.auto_apply,
         labels=labels,
+        vcs_provider=stack.vcs_provider,  # type: ignore[arg-type]
+        vcs_base_url=stack.vcs_base_url,
+        vcs_token_set=stack.vcs_token_encrypted is not None,
+        trigger_paths=list(stack.trigger_paths or []),
+        skip_message_patterns=list(stack.skip_message_patterns or []),
+        skip_actors=list(stack.skip_actors or []),
         created_by=stack.created_by,
         created_at=iso(stack.created_at) or "",
         updated_at=iso(stack.updated_at) or "",
@@ -72,6 +79,19 @@ def _snapshot(stack: Stack, labels: list[str]) -> dict[str, Any]:
     for key in ("created_at", "updated_at", "created_by"):
         doc.pop(key, None)
     return doc
+
+
+def token_aad(stack_id: str) -> str:
+    return f"stack/{stack_id}/vcs_token"
+
+
+def _set_token(stack: Stack, token: str | None, secrets: SecretBox | None) -> None:
+    if token is None:
+        stack.vcs_token_encrypted = None
+        return
+    if secrets is None:
+        raise RuntimeError("a VCS token needs the secret box to be stored encrypted")
+    stack.vcs_token_encrypted = secrets.encrypt(token, token_aad(stack.id))
 
 
 def load_stack(session: Session, principal: Principal, stack_id: str) -> Stack:
@@ -151,12 +171,14 @@ def get_stack(session: Session, principal: Principal, stack_id: str) -> StackPub
     return to_public(stack, labels_of(session, [stack.id])[stack.id])
 
 
-def create_stack(session: Session, principal: Principal, body: StackCreate) -> StackPublic:
+def create_stack(
+    session: Session, principal: Principal, body: StackCreate, secrets: SecretBox | None = None
+) -> StackPublic:
     principal.require(Role.member, "creating stacks")
     if _name_taken(session, principal.org_id, body.name):
         raise FieldError("name", f"a stack named {body.name!r} already exists in this organization")
     now = utcnow()
-    data = body.model_dump(exclude={"labels"})
+    data = body.model_dump(exclude={"labels", "vcs_token"})
     stack = Stack(
         id=new_id("stk"),
         org_id=principal.org_id,
@@ -165,6 +187,8 @@ def create_stack(session: Session, principal: Principal, body: StackCreate) -> S
         updated_at=now,
         **data,
     )
+    if body.vcs_token:
+        _set_token(stack, body.vcs_token, secrets)
     session.add(stack)
     _flush(session, body.name)
     for label in body.labels:
@@ -181,7 +205,13 @@ def create_stack(session: Session, principal: Principal, body: StackCreate) -> S
     return to_public(stack, body.labels)
 
 
-def update_stack(session: Session, principal: Principal, stack_id: str, body: StackUpdate) -> StackPublic:
+def update_stack(
+    session: Session,
+    principal: Principal,
+    stack_id: str,
+    body: StackUpdate,
+    secrets: SecretBox | None = None,
+) -> StackPublic:
     principal.require(Role.member, "editing stacks")
     stack = load_stack(session, principal, stack_id)
     labels = labels_of(session, [stack.id])[stack.id]
@@ -193,14 +223,23 @@ def update_stack(session: Session, principal: Principal, stack_id: str, body: St
     if "name" in changes and _name_taken(session, principal.org_id, changes["name"], stack.id):
         raise FieldError("name", f"a stack named {changes['name']!r} already exists in this organization")
     new_labels = changes.pop("labels", None)
+    token_change = "vcs_token" in changes
+    new_token = changes.pop("vcs_token", None)
+    had_token = stack.vcs_token_encrypted is not None
     for key, value in changes.items():
         setattr(stack, key, value)
+    if token_change:
+        _set_token(stack, new_token, secrets)
     if new_labels is not None and new_labels != labels:
         session.execute(delete(StackLabel).where(col(StackLabel.stack_id) == stack.id))
         for label in new_labels:
             session.add(StackLabel(stack_id=stack.id, label=label))
         labels = new_labels
     after = _snapshot(stack, labels)
+    if token_change and new_token is not None:
+        # A new token replaces the old one unseen: the audit says it changed, never what it is.
+        before["vcs_token"] = "(set)" if had_token else "(not set)"
+        after["vcs_token"] = "(new token)"
     if after != before:
         stack.updated_at = utcnow()
         session.add(stack)

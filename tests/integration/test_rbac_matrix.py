@@ -37,6 +37,7 @@ from backend.state import service as state_service
 from backend.state import tokens as state_tokens
 from backend.state.models import StateHead, StateLock, StateToken, StateVersion
 from backend.timeutil import iso, new_id, utcnow
+from backend.vcs.models import RunVcs, StackWebhook, WebhookDelivery
 
 CALLERS: list[tuple[str, Role | None]] = [("anonymous", None)] + [
     (kind, role) for kind in ("session", "token") for role in (Role.viewer, Role.member, Role.admin)
@@ -108,6 +109,72 @@ def _variables(world, stack_id: str) -> list[dict[str, Any]]:
     with world.ctx.session() as s:
         rows = s.exec(select(StackVariable).where(StackVariable.stack_id == stack_id)).all()
         return [r.model_dump() for r in rows]
+
+
+def _webhook_rows(world, stack_id: str) -> dict[str, Any]:
+    with world.ctx.session() as s:
+        hook = s.get(StackWebhook, stack_id)
+        deliveries = s.exec(select(WebhookDelivery.id).where(WebhookDelivery.stack_id == stack_id)).all()
+        runs = s.exec(select(Run.id).where(Run.stack_id == stack_id)).all()
+        rows = {
+            "hook": None if hook is None else hook.model_dump(),
+            "deliveries": sorted(deliveries),
+            "runs": sorted(runs),
+        }
+    return {"stack": _stack_row(world, stack_id), **rows}
+
+
+def make_delivery(world, org_id: str) -> str:
+    """A stored, verified push delivery to a fresh stack (written directly)."""
+    stack_id = world.stack(org_id)["id"]
+    payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"full_name": "o/r"}}
+    with world.ctx.session() as s:
+        delivery = WebhookDelivery(
+            id=new_id("whd"),
+            org_id=org_id,
+            stack_id=stack_id,
+            provider="github",
+            event="push",
+            delivery_id="matrix",
+            dedupe_key="matrix",
+            payload=json.dumps(payload),
+            outcome="skipped",
+        )
+        s.add(delivery)
+    return delivery.id
+
+
+def _delivery_stack(world, delivery_id: str) -> str:
+    with world.ctx.session() as s:
+        return s.get(WebhookDelivery, delivery_id).stack_id
+
+
+def _secret_shown(cell: Cell, response) -> None:
+    with cell.world.ctx.session() as s:
+        hook = s.get(StackWebhook, cell.resource_id)
+        secret = cell.world.ctx.secret_box.decrypt(
+            hook.secret_encrypted, f"stack/{hook.stack_id}/webhook/current"
+        )
+    assert response.json()["secret"] == secret
+    assert response.json()["url"].endswith(f"/api/v1/webhooks/{cell.resource_id}")
+
+
+def make_vcs_run(world, org_id: str) -> str:
+    run_id = make_run(world, org_id, "finished")
+    with world.ctx.session() as s:
+        stack_id = s.get(Run, run_id).stack_id
+        s.add(RunVcs(run_id=run_id, stack_id=stack_id, provider="github", repo="o/r", sha="c" * 40))
+    return run_id
+
+
+def _vcs_shown(cell: Cell, response) -> None:
+    assert (response.json()["repo"], response.json()["sha"]) == ("o/r", "c" * 40)
+
+
+def _replayed(cell: Cell, response) -> None:
+    body = response.json()
+    assert body["replay_of"] == cell.resource_id and body["outcome"] == "created"
+    assert _webhook_rows(cell.world, body["stack_id"])["runs"] == [body["run_id"]]
 
 
 def make_run(world, org_id: str, status: str) -> str:
@@ -213,6 +280,10 @@ def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
         }
     if kind == "stack":
         return _stack_row(cell.world, cell.resource_id)
+    if kind == "stack_webhook":
+        return _webhook_rows(cell.world, cell.resource_id)
+    if kind == "delivery":
+        return _webhook_rows(cell.world, _delivery_stack(cell.world, cell.resource_id))
     if kind == "policy":
         return _policy_rows(cell.world, cell.resource_id)
     if kind in ("stack_policy", "stack_and_policy"):
@@ -231,7 +302,7 @@ def _snapshot(cell: Cell, kind: str | None) -> dict[str, Any] | None:
             "stack": _stack_row(cell.world, cell.resource_id),
             "vars": _variables(cell.world, cell.resource_id),
         }
-    if kind and kind.startswith("run:"):
+    if kind and (kind.startswith("run:") or kind == "run_vcs"):
         return _run_row(cell.world, cell.resource_id)
     if kind == "token":
         return _token_row(cell.world, cell.resource_id)
@@ -711,6 +782,19 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/stacks/{stack_id}/validation"): Rule(
         V, 200, resource="state_validation", effect=_validations_listed
     ),
+    # webhooks (the endpoint providers call authenticates with the stack's secret: SECRET_AUTHENTICATED)
+    ("GET", "/api/v1/stacks/{stack_id}/webhook"): Rule(
+        M, 200, resource="stack_webhook", effect=_secret_shown
+    ),
+    ("POST", "/api/v1/stacks/{stack_id}/webhook/rotate"): Rule(
+        M, 200, resource="stack_webhook", effect=_secret_shown
+    ),
+    ("GET", "/api/v1/stacks/{stack_id}/webhook/deliveries"): Rule(V, 200, resource="stack_webhook"),
+    ("GET", "/api/v1/webhooks/deliveries/{delivery_id}"): Rule(V, 200, resource="delivery"),
+    ("GET", "/api/v1/runs/{run_id}/vcs"): Rule(V, 200, resource="run_vcs", effect=_vcs_shown),
+    ("POST", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): Rule(
+        M, 201, resource="delivery", effect=_replayed
+    ),
     # audit
     ("GET", "/api/v1/audit"): Rule(V, 200, params={"limit": "200"}),
     ("GET", "/api/v1/audit/export"): Rule(V, 200, params={"format": "json"}),
@@ -730,7 +814,11 @@ STATE_PROTOCOL = {
     for method in methods
 }
 
+WEBHOOK_RECEIVER = ("POST", "/api/v1/webhooks/{stack_id}")
+SECRET_AUTHENTICATED = STATE_PROTOCOL | {WEBHOOK_RECEIVER}
+
 MISSING_IDS = {
+    "delivery": "whd-00000000000000aa",
     "stack": "stk-00000000000000aa",
     "state": "stk-00000000000000aa",
     "token": "tok-00000000000000aa",
@@ -758,8 +846,10 @@ def test_matrix_covers_every_route(tmp_path):
         data_dir=tmp_path, secret_key="s" * 40, database_url=f"sqlite:///{tmp_path}/x.db"
     )
     routes = _app_routes(create_api(build_context(settings)))
-    assert routes - set(MATRIX) - STATE_PROTOCOL == set(), "routes without an RBAC matrix entry"
-    assert (set(MATRIX) | STATE_PROTOCOL) - routes == set(), "matrix entries for routes that no longer exist"
+    assert routes - set(MATRIX) - SECRET_AUTHENTICATED == set(), "routes without an RBAC matrix entry"
+    assert (set(MATRIX) | SECRET_AUTHENTICATED) - routes == set(), (
+        "matrix entries for routes that no longer exist"
+    )
 
 
 def _expected(rule: Rule, cell: Cell) -> int:
@@ -818,8 +908,12 @@ def test_route_authorization(route: tuple[str, str], world, db_kind):
                                 stack_id=cell.resource_id, name="MATRIX_VAR", value_encrypted=sealed
                             )
                         )
-                elif rule.resource == "stack_approver":
+                elif rule.resource in ("stack_approver", "stack_webhook"):
                     cell.resource_id = world.stack(resource_org)["id"]
+                elif rule.resource == "delivery":
+                    cell.resource_id = make_delivery(world, resource_org)
+                elif rule.resource == "run_vcs":
+                    cell.resource_id = make_vcs_run(world, resource_org)
                 elif rule.resource in ("state", "state_locked"):
                     cell.resource_id = make_state(world, resource_org, locked=rule.resource == "state_locked")
                 elif rule.resource == "state_validation":
@@ -931,6 +1025,25 @@ def test_state_protocol_refuses_every_matrix_caller(world, db_kind):
                 assert response.status_code == 401, (method, path, str(caller), response.text)
                 assert response.headers["www-authenticate"] == 'Basic realm="crucible"'
     assert _state_rows(world, stack_id) == before
+    assert world.audit_count() == events
+
+
+def test_webhook_receiver_refuses_every_matrix_caller(world, db_kind):
+    """Sessions and API tokens do not sign webhooks: a push that carries one but no signature is
+    refused (401) for every caller, and starts nothing."""
+    stack_id = world.stack(world.org_id)["id"]
+    body = json.dumps({"ref": "refs/heads/main", "after": "b" * 40}).encode()
+    callers = [world.actor(kind, role, world.org_id) for kind, role in CALLERS]
+    before = _webhook_rows(world, stack_id)
+    events = world.audit_count()
+    with TestClient(world.app) as client:
+        for caller in callers:
+            client.cookies.clear()
+            headers = {**caller.headers, "X-GitHub-Event": "push", "Content-Type": "application/json"}
+            response = client.post(f"/api/v1/webhooks/{stack_id}", headers=headers, content=body)
+            assert response.status_code == 401, (str(caller), response.text)
+            assert "unsigned" in response.json()["detail"]
+    assert _webhook_rows(world, stack_id) == before
     assert world.audit_count() == events
 
 

@@ -28,6 +28,12 @@ SNAPSHOT_KEYS = {
     "runner_image",
     "auto_apply",
     "labels",
+    "vcs_provider",
+    "vcs_base_url",
+    "vcs_token_set",
+    "trigger_paths",
+    "skip_message_patterns",
+    "skip_actors",
 }
 
 
