@@ -72,4 +72,11 @@ async def validation_scheduler(tick_seconds: float = VALIDATION_TICK_SECONDS) ->
         stop.set()  # a pass still running in its thread ends after its current stack
 
 
-BACKGROUND_TASKS = (session_janitor, validation_scheduler)
+async def vcs_feedback() -> None:
+    """Commit statuses and PR comments for webhook-made runs (backend/vcs/feedback.py)."""
+    from backend.vcs.feedback import vcs_feedback_task
+
+    await vcs_feedback_task()
+
+
+BACKGROUND_TASKS = (session_janitor, validation_scheduler, vcs_feedback)
