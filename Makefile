@@ -51,6 +51,7 @@ bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/runner.py
 	$(BIN)/python bench/state.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/webhooks.py
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

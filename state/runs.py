@@ -22,6 +22,8 @@ from backend.runs import reviews, service
 from backend.runs.schemas import ApprovalsPublic, PolicyResultsPublic, RunCreate, RunPublic
 from backend.stacks import service as stacks_service
 from backend.storage import StorageError
+from backend.timeutil import as_utc, utcnow
+from backend.vcs.feedback import FEEDBACK_OFF, feedback_of
 from state.base import AuthState, SessionExpired
 from state.helpers import exact, relative, run_db
 
@@ -452,6 +454,78 @@ def review_rows(approvals: ApprovalsPublic) -> list[ReviewRow]:
     ]
 
 
+@dataclasses.dataclass
+class VcsFeedbackRow:
+    """What the run told the VCS (webhook-made runs): its commit status and PR comment."""
+
+    provider: str = ""
+    repo: str = ""
+    sha: str = ""
+    pr_number: int = 0
+    pr_url: str = ""
+    status_sent: bool = False  # a status call was made (ok or not)
+    status_ok: bool = False
+    status_state: str = ""
+    status_description: str = ""
+    status_error: str = ""
+    status_at_rel: str = ""
+    status_at_exact: str = ""
+    feedback_off: bool = False  # no provider/token on the stack: nothing is sent
+    comment_sent: bool = False
+    comment_ok: bool = False
+    comment_url: str = ""
+    comment_note: str = ""
+    comment_error: str = ""
+    attempts: int = 0
+    next_attempt_rel: str = ""
+    next_attempt_exact: str = ""
+    done: bool = False
+
+
+def _until(ts: str | None) -> str:
+    """A future time as "in 3 min" ("now" once it passed)."""
+    if not ts:
+        return ""
+    secs = int((as_utc(datetime.fromisoformat(ts.replace("Z", "+00:00"))) - utcnow()).total_seconds())
+    if secs < 45:
+        return "now"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"in {secs // size} {unit}"
+    return f"in {secs} s"
+
+
+def vcs_feedback_row(fb: dict) -> VcsFeedbackRow:
+    status = fb.get("status_result") or {}
+    comment = fb.get("comment_result") or {}
+    failing = bool(status and not status.get("ok")) or bool(comment and not comment.get("ok"))
+    off = status.get("error") == FEEDBACK_OFF
+    return VcsFeedbackRow(
+        provider=fb.get("provider") or "",
+        repo=fb.get("repo") or "",
+        sha=(fb.get("sha") or "")[:8],
+        pr_number=fb.get("pr_number") or 0,
+        pr_url=fb.get("pr_url") or "",
+        status_sent=bool(status) and not off,
+        status_ok=bool(status.get("ok")),
+        status_state=status.get("state") or "",
+        status_description=status.get("description") or "",
+        status_error="" if off else (status.get("error") or ""),
+        status_at_rel=relative(status.get("at")),
+        status_at_exact=exact(status.get("at")),
+        feedback_off=off,
+        comment_sent=bool(comment),
+        comment_ok=bool(comment.get("ok")),
+        comment_url=comment.get("url") or "",
+        comment_note=comment.get("note") or "",
+        comment_error=comment.get("error") or "",
+        attempts=int(fb.get("attempts") or 0),
+        next_attempt_rel=_until(fb.get("next_attempt_at")) if failing else "",
+        next_attempt_exact=exact(fb.get("next_attempt_at")) if failing else "",
+        done=bool(fb.get("done")),
+    )
+
+
 def _run_id_from_path(path: str) -> str:
     parts = [p for p in path.split("/") if p]
     return parts[1] if len(parts) >= 2 and parts[0] == "runs" else ""
@@ -484,6 +558,9 @@ class RunDetailState(AuthState):
     required_approvals: int = 0
     approved: int = 0
     review_comment: str = ""
+    has_vcs: bool = False  # a webhook-made run with VCS feedback to show
+    vcs: VcsFeedbackRow = VcsFeedbackRow()
+    vcs_refreshing: bool = False
     _watching: str = ""
 
     @rx.var
@@ -509,6 +586,7 @@ class RunDetailState(AuthState):
         self.run, self.steps, self.actions = RunRow(), [], []
         self.policy_results, self.reviews, self.review_comment = [], [], ""
         self.required_approvals, self.approved = 0, 0
+        self.has_vcs, self.vcs, self.vcs_refreshing = False, VcsFeedbackRow(), False
         self.diff, self.diff_hidden, self.diff_error, self.diff_loaded_for = [], 0, "", ""
         run_id = _run_id_from_path(self.router.url.path)
         out = await self._refresh(run_id)
@@ -524,23 +602,53 @@ class RunDetailState(AuthState):
             return self._login_redirect()
 
         def _q(s):
+            run = service.get_run(s, principal, run_id)  # authorizes the feedback read too
             return (
-                service.get_run(s, principal, run_id),
+                run,
                 reviews.policy_results(s, principal, run_id),
                 reviews.list_approvals(s, principal, run_id),
+                feedback_of(s, run_id) if run.trigger == "webhook" else None,
             )
 
         try:
-            r, results, approvals = await run_db(_q, readonly=True)
+            r, results, approvals, feedback = await run_db(_q, readonly=True)
         except NotFound:
             self.not_found, self.loading = True, False
             return None
+        self._set_vcs(feedback)
         self.policy_results = policy_result_rows(results)
         self.reviews = review_rows(approvals)
         self.required_approvals, self.approved = approvals.required, approvals.approved
         self._fill(r)
         if r.has_plan_json and self.diff_loaded_for != r.id:
             await self._load_diff(principal, r.id)
+        return None
+
+    def _set_vcs(self, feedback: dict | None) -> None:
+        self.has_vcs = feedback is not None
+        self.vcs = vcs_feedback_row(feedback) if feedback is not None else VcsFeedbackRow()
+
+    @rx.event
+    async def refresh_vcs(self):
+        """Feedback is sent after the run moves, also after it ended (the page stops polling)."""
+        self.vcs_refreshing = True
+        try:
+            principal = await self._principal()
+        except SessionExpired:
+            self.vcs_refreshing = False
+            return self._login_redirect()
+        run_id = self.run.id
+
+        def _q(s):
+            service.get_run(s, principal, run_id)
+            return feedback_of(s, run_id)
+
+        try:
+            self._set_vcs(await run_db(_q, readonly=True))
+        except ServiceError as exc:
+            self.vcs_refreshing = False
+            return rx.toast.error(exc.message)
+        self.vcs_refreshing = False
         return None
 
     async def _load_diff(self, principal, run_id: str) -> None:

@@ -16,7 +16,7 @@ from backend.runs import summary as run_summary
 from backend.stacks import approvers as stack_approvers
 from backend.stacks import service
 from backend.stacks import variables as stack_variables
-from backend.stacks.models import RunnerKind, Tool
+from backend.stacks.models import DEFAULT_SKIP_MESSAGES, RunnerKind, Tool, VcsProvider
 from backend.stacks.schemas import StackCreate, StackPublic, StackUpdate, field_errors
 from backend.timeutil import iso
 from state.base import AuthState, SessionExpired
@@ -24,12 +24,15 @@ from state.helpers import exact, relative, run_db
 from state.runs import RunRow, run_row
 from state.stack_state import STATE_TOOLS, StackStateState
 from state.stack_validation import StackValidationState
+from state.stack_webhook import StackWebhookState, split_lines, split_list
 
 PAGE_SIZE = 25
 # The stack page's tabs (?tab=...); "state" only for tools that keep Terraform state.
-TABS = ("overview", "state")
+TABS = ("overview", "state", "webhook")
 TOOLS = [t.value for t in Tool]
 RUNNERS = [r.value for r in RunnerKind]
+NO_VCS = "none"  # the form's "no VCS provider" choice (Radix selects need a non-empty value)
+VCS_PROVIDERS = [NO_VCS, *(p.value for p in VcsProvider)]
 ALL = "all"
 
 
@@ -248,6 +251,7 @@ class StackDetailState(AuthState):
     runner_image: str = ""
     playbook: str = ""
     auto_apply: bool = False
+    vcs_provider: str = ""
     created_by: str = ""
     created_exact: str = ""
     activity: list[ActivityRow] = []
@@ -290,6 +294,8 @@ class StackDetailState(AuthState):
         events = [rx.call_script(f"window.history.replaceState(null, '', {url!r})")]
         if changed and value == "state":
             events.append(StackStateState.load)
+        if changed and value == "webhook":
+            events.append(StackWebhookState.load)
         return events
 
     @rx.event
@@ -328,6 +334,7 @@ class StackDetailState(AuthState):
         self.runner_image = st.runner_image or "—"
         self.playbook = st.playbook or "site.yml, else playbook.yml"
         self.auto_apply = st.auto_apply
+        self.vcs_provider = st.vcs_provider.value if st.vcs_provider else "none"
         self.created_by = st.created_by or ""
         self.created_exact = exact(st.created_at)
         self.activity = [
@@ -343,6 +350,8 @@ class StackDetailState(AuthState):
                 self.tab = "overview"
                 return then
             return [*then, StackStateState.load]
+        if self.tab == "webhook":
+            return [*then, StackWebhookState.load]
         return then
 
     @rx.event
@@ -473,6 +482,12 @@ EMPTY_FORM = {
     "runner_image": "",
     "playbook": "",
     "labels": "",
+    "vcs_provider": NO_VCS,
+    "vcs_base_url": "",
+    "vcs_token": "",  # write-only: on edit, empty keeps the stored token
+    "trigger_paths": "",  # one glob a line
+    "skip_message_patterns": "\n".join(DEFAULT_SKIP_MESSAGES),  # one a line
+    "skip_actors": "",  # comma- or newline-separated
 }
 
 
@@ -482,6 +497,8 @@ class StackFormState(AuthState):
     stack_id: str = ""
     values: dict[str, str] = dict(EMPTY_FORM)
     auto_apply: bool = False
+    vcs_token_set: bool = False  # the stack has a token (edit); the form never shows it
+    remove_token: bool = False
     errors: dict[str, str] = {}
     saving: bool = False
     loading: bool = False
@@ -494,12 +511,13 @@ class StackFormState(AuthState):
     @rx.event
     async def load_new(self):
         self.stack_id, self.values, self.auto_apply, self.errors = "", dict(EMPTY_FORM), False, {}
-        self.saving = self.loading = self.not_found = False
+        self.saving = self.loading = self.not_found = self.vcs_token_set = self.remove_token = False
         self.form_ready = True
 
     @rx.event
     async def load_edit(self):
         self.errors, self.saving, self.not_found, self.loading = {}, False, False, True
+        self.vcs_token_set = self.remove_token = False
         self.stack_id = _stack_id_from_path(self.router.url.path)
         try:
             principal = await self._principal()
@@ -523,8 +541,15 @@ class StackFormState(AuthState):
             "runner_image": st.runner_image or "",
             "playbook": st.playbook or "",
             "labels": ", ".join(st.labels),
+            "vcs_provider": st.vcs_provider.value if st.vcs_provider else NO_VCS,
+            "vcs_base_url": st.vcs_base_url or "",
+            "vcs_token": "",
+            "trigger_paths": "\n".join(st.trigger_paths),
+            "skip_message_patterns": "\n".join(st.skip_message_patterns),
+            "skip_actors": ", ".join(st.skip_actors),
         }
         self.auto_apply = st.auto_apply
+        self.vcs_token_set = st.vcs_token_set
         self.loading = False
         self.form_ready = True
 
@@ -537,6 +562,13 @@ class StackFormState(AuthState):
     @rx.event
     def set_auto_apply(self, value: bool):
         self.auto_apply = bool(value)
+
+    @rx.event
+    def set_remove_token(self, value: bool):
+        self.remove_token = bool(value)
+        if self.remove_token:
+            self.values["vcs_token"] = ""
+        self.errors.pop("vcs_token", None)
 
     def _payload(self) -> dict:
         v = self.values
@@ -552,8 +584,22 @@ class StackFormState(AuthState):
             "runner_image": v["runner_image"] or None,
             "playbook": v["playbook"] or None,
             "auto_apply": self.auto_apply,
-            "labels": [x.strip() for x in v["labels"].replace("\n", ",").split(",") if x.strip()],
+            "labels": split_list(v["labels"]),
+            "vcs_provider": None if v["vcs_provider"] == NO_VCS else v["vcs_provider"],
+            "vcs_base_url": v["vcs_base_url"] or None,
+            "trigger_paths": split_lines(v["trigger_paths"]),
+            "skip_message_patterns": split_lines(v["skip_message_patterns"]),
+            "skip_actors": split_list(v["skip_actors"]),
+            **self._token(),
         }
+
+    def _token(self) -> dict:
+        """The write-only token: a typed one replaces the stored one; on edit an empty field
+        keeps it (the key is left out) and "Remove token" clears it (null)."""
+        typed = self.values["vcs_token"].strip()
+        if self.stack_id and self.remove_token:
+            return {"vcs_token": None}
+        return {"vcs_token": typed} if typed else {}
 
     @rx.event
     async def submit(self):
@@ -564,14 +610,14 @@ class StackFormState(AuthState):
             self.saving = False
             return self._login_redirect()
         payload = self._payload()
-        stack_id = self.stack_id
+        stack_id, box = self.stack_id, get_context().secret_box
         try:
             if stack_id:
                 body = StackUpdate.model_validate(payload)
-                saved = await run_db(lambda s: service.update_stack(s, principal, stack_id, body))
+                saved = await run_db(lambda s: service.update_stack(s, principal, stack_id, body, box))
             else:
                 body_c = StackCreate.model_validate(payload)
-                saved = await run_db(lambda s: service.create_stack(s, principal, body_c))
+                saved = await run_db(lambda s: service.create_stack(s, principal, body_c, box))
         except ValidationError as exc:
             self.errors = field_errors(exc)
             self.saving = False

@@ -471,6 +471,199 @@ def _approval_card() -> rx.Component:
     )
 
 
+VCS_STATE_COLORS = {
+    "pending": "amber",
+    "success": "green",
+    "failure": "red",
+    "error": "red",
+    "canceled": "gray",
+}
+
+
+def _vcs_status() -> rx.Component:
+    v = RunDetailState.vcs
+    return rx.cond(
+        v.feedback_off,
+        rx.text(
+            "Feedback is off: set the stack's VCS provider and token to report runs back.",
+            size="2",
+            color=rx.color("gray", 10),
+            custom_attrs=testid("run-vcs-off"),
+        ),
+        rx.cond(
+            ~v.status_sent,
+            rx.text(
+                "not sent yet",
+                size="2",
+                color=rx.color("gray", 10),
+                custom_attrs=testid("run-vcs-status-pending"),
+            ),
+            rx.vstack(
+                rx.hstack(
+                    rx.cond(
+                        v.status_state != "",
+                        rx.badge(
+                            v.status_state,
+                            color_scheme=rx.match(v.status_state, *VCS_STATE_COLORS.items(), "gray"),
+                            variant=rx.cond(v.status_ok, "soft", "outline"),
+                            custom_attrs={
+                                "data-testid": "run-vcs-status",
+                                "data-state": v.status_state,
+                                "data-ok": rx.cond(v.status_ok, "true", "false"),
+                            },
+                        ),
+                    ),
+                    rx.text(
+                        v.status_description, size="2", custom_attrs=testid("run-vcs-status-description")
+                    ),
+                    rx.cond(v.status_at_rel != "", rel_time(v.status_at_rel, v.status_at_exact)),
+                    spacing="2",
+                    align="center",
+                    wrap="wrap",
+                ),
+                rx.cond(
+                    v.status_error != "",
+                    rx.text(
+                        v.status_error,
+                        size="2",
+                        color=rx.color("red", 11),
+                        custom_attrs=testid("run-vcs-status-error"),
+                    ),
+                ),
+                spacing="1",
+            ),
+        ),
+    )
+
+
+def _vcs_comment() -> rx.Component:
+    v = RunDetailState.vcs
+    return rx.cond(
+        ~v.comment_sent,
+        rx.text(
+            "not posted yet",
+            size="2",
+            color=rx.color("gray", 10),
+            custom_attrs=testid("run-vcs-comment-pending"),
+        ),
+        rx.cond(
+            v.comment_ok,
+            rx.cond(
+                v.comment_url != "",
+                rx.link(
+                    "View comment",
+                    rx.icon("external-link", size=12),
+                    href=v.comment_url,
+                    is_external=True,
+                    size="2",
+                    custom_attrs=testid("run-vcs-comment-link"),
+                ),
+                rx.text(
+                    rx.cond(v.comment_note != "", v.comment_note, "posted"),
+                    size="2",
+                    color=rx.color("gray", 10),
+                    custom_attrs=testid("run-vcs-comment-note"),
+                ),
+            ),
+            rx.text(
+                v.comment_error,
+                size="2",
+                color=rx.color("red", 11),
+                custom_attrs=testid("run-vcs-comment-error"),
+            ),
+        ),
+    )
+
+
+def _vcs_card() -> rx.Component:
+    d = RunDetailState
+    v = d.vcs
+    item = lambda label, value: rx.data_list.item(rx.data_list.label(label), rx.data_list.value(value))  # noqa: E731
+    return rx.cond(
+        (d.trigger == "webhook") & d.has_vcs,
+        rx.card(
+            rx.vstack(
+                rx.hstack(
+                    rx.heading("VCS feedback", size="3"),
+                    rx.spacer(),
+                    rx.button(
+                        rx.icon("refresh-cw", size=14),
+                        "Refresh",
+                        size="1",
+                        variant="soft",
+                        loading=d.vcs_refreshing,
+                        on_click=d.refresh_vcs,
+                        custom_attrs=testid("run-vcs-refresh"),
+                    ),
+                    width="100%",
+                    align="center",
+                ),
+                rx.data_list.root(
+                    item("Provider", rx.text(v.provider, size="2", custom_attrs=testid("run-vcs-provider"))),
+                    item(
+                        "Repository",
+                        rx.hstack(
+                            rx.code(v.repo, variant="ghost", custom_attrs=testid("run-vcs-repo")),
+                            rx.code(v.sha, variant="ghost", color=rx.color("gray", 10)),
+                            spacing="2",
+                        ),
+                    ),
+                    rx.cond(
+                        v.pr_number > 0,
+                        item(
+                            "Pull request",
+                            rx.cond(
+                                v.pr_url != "",
+                                rx.link(
+                                    "#",
+                                    v.pr_number,
+                                    href=v.pr_url,
+                                    is_external=True,
+                                    size="2",
+                                    custom_attrs=testid("run-vcs-pr-link"),
+                                ),
+                                rx.text("#", v.pr_number, size="2", custom_attrs=testid("run-vcs-pr")),
+                            ),
+                        ),
+                    ),
+                    item("Commit status", _vcs_status()),
+                    rx.cond(v.pr_number > 0, item("Comment", _vcs_comment())),
+                    rx.cond(
+                        v.next_attempt_rel != "",
+                        item(
+                            "Retry",
+                            rx.hstack(
+                                rx.text(
+                                    v.attempts,
+                                    rx.cond(v.attempts == 1, " failed attempt", " failed attempts"),
+                                    size="2",
+                                    custom_attrs=testid("run-vcs-attempts"),
+                                ),
+                                rx.tooltip(
+                                    rx.text(
+                                        "next ",
+                                        v.next_attempt_rel,
+                                        size="2",
+                                        color=rx.color("gray", 11),
+                                        custom_attrs=testid("run-vcs-next-attempt"),
+                                    ),
+                                    content=v.next_attempt_exact,
+                                ),
+                                spacing="2",
+                            ),
+                        ),
+                    ),
+                    size="2",
+                ),
+                width="100%",
+                spacing="3",
+            ),
+            width="100%",
+            custom_attrs=testid("run-vcs-card"),
+        ),
+    )
+
+
 def run_detail_page() -> rx.Component:
     d = RunDetailState
     body = rx.cond(
@@ -488,6 +681,7 @@ def run_detail_page() -> rx.Component:
                 _header_card(),
                 lifecycle_rail(d.steps),
                 _approval_card(),
+                _vcs_card(),
                 _policies_card(),
                 rx.cond(
                     (d.diff.length() > 0) | (d.diff_error != ""),

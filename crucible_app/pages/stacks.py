@@ -16,10 +16,20 @@ from components.layout import (
 )
 from components.runs import runs_table, status_badge
 from components.stack_validation import validation_card
+from components.stack_webhook import webhook_tab
 from crucible_app.pages.stack_state import state_tab
 from crucible_app.pages.trigger_run import trigger_run_dialog
 from state.runs import TriggerRunState
-from state.stacks import ALL, RUNNERS, TOOLS, StackDetailState, StackFormState, StacksState
+from state.stacks import (
+    ALL,
+    NO_VCS,
+    RUNNERS,
+    TOOLS,
+    VCS_PROVIDERS,
+    StackDetailState,
+    StackFormState,
+    StacksState,
+)
 
 
 def _label_chips(labels) -> rx.Component:
@@ -443,10 +453,12 @@ def _tabs(overview: rx.Component) -> rx.Component:
                 s.has_state_tab,
                 rx.tabs.trigger("State", value="state", custom_attrs=testid("stack-tab-state")),
             ),
+            rx.tabs.trigger("Webhook", value="webhook", custom_attrs=testid("stack-tab-webhook")),
             custom_attrs=testid("stack-tabs"),
         ),
         rx.tabs.content(overview, value="overview", padding_top="1rem"),
         rx.tabs.content(state_tab(s.stack.id), value="state", padding_top="1rem"),
+        rx.tabs.content(webhook_tab(s.stack.id), value="webhook", padding_top="1rem"),
         value=s.tab,
         on_change=s.set_tab,
         width="100%",
@@ -521,6 +533,7 @@ def stack_detail_page() -> rx.Component:
                             )
                         ),
                     ),
+                    _field("VCS", s.vcs_provider, "stack-vcs-provider"),
                     rx.data_list.item(
                         rx.data_list.label("Labels"),
                         rx.data_list.value(
@@ -669,6 +682,145 @@ def _select_field(field: str, label: str, options: list[str]) -> rx.Component:
     )
 
 
+def _text_area(field: str, label: str, hint: str, placeholder: str = "", rows: str = "3") -> rx.Component:
+    tid = field.replace("_", "-")
+    return rx.vstack(
+        rx.text(label, size="2", weight="medium"),
+        rx.text_area(
+            value=StackFormState.values[field],
+            on_change=lambda v: StackFormState.set_value(field, v),
+            placeholder=placeholder,
+            rows=rows,
+            font_family="monospace",
+            color_scheme=rx.cond(StackFormState.errors.contains(field), "red", "gray"),
+            width="100%",
+            custom_attrs=testid(f"stack-form-{tid}-input"),
+        ),
+        rx.text(hint, size="1", color=rx.color("gray", 10)),
+        _error(field),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _vcs_token_field() -> rx.Component:
+    f = StackFormState
+    return rx.vstack(
+        rx.text("Token", size="2", weight="medium"),
+        rx.input(
+            type="password",
+            value=f.values["vcs_token"],
+            on_change=lambda v: f.set_value("vcs_token", v),
+            placeholder=rx.cond(f.vcs_token_set, "empty: keep the current one", ""),
+            disabled=f.remove_token,
+            auto_complete="new-password",
+            font_family="monospace",
+            color_scheme=rx.cond(f.errors.contains("vcs_token"), "red", "gray"),
+            width="100%",
+            custom_attrs=testid("stack-form-vcs-token-input"),
+        ),
+        rx.cond(
+            f.is_edit & f.vcs_token_set,
+            rx.hstack(
+                rx.badge(
+                    "a token is set",
+                    color_scheme="green",
+                    variant="soft",
+                    size="1",
+                    custom_attrs=testid("stack-form-vcs-token-set"),
+                ),
+                rx.checkbox(
+                    "Remove token",
+                    checked=f.remove_token,
+                    on_change=f.set_remove_token,
+                    size="1",
+                    custom_attrs=testid("stack-form-vcs-remove-token-checkbox"),
+                ),
+                spacing="3",
+                align="center",
+            ),
+            rx.text("Write-only: stored encrypted, never shown again.", size="1", color=rx.color("gray", 10)),
+        ),
+        _error("vcs_token"),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _vcs_section() -> rx.Component:
+    f = StackFormState
+    return rx.vstack(
+        rx.separator(size="4"),
+        rx.heading("VCS", size="3"),
+        rx.text(
+            "Webhooks start runs from pushes and pull requests (see the stack's Webhook tab). "
+            "With a provider and a token, Crucible reports back: a commit status and one pull "
+            "request comment per stack.",
+            size="1",
+            color=rx.color("gray", 10),
+        ),
+        rx.grid(
+            rx.vstack(
+                rx.text("Provider", size="2", weight="medium"),
+                rx.select.root(
+                    rx.select.trigger(width="100%", custom_attrs=testid("stack-form-vcs-provider-select")),
+                    rx.select.content(
+                        *[
+                            rx.select.item(
+                                "none (no feedback)" if o == NO_VCS else o,
+                                value=o,
+                                custom_attrs=testid(f"stack-form-vcs-provider-option-{o.replace('_', '-')}"),
+                            )
+                            for o in VCS_PROVIDERS
+                        ]
+                    ),
+                    value=f.values["vcs_provider"],
+                    on_change=lambda v: f.set_value("vcs_provider", v),
+                ),
+                _error("vcs_provider"),
+                spacing="1",
+                width="100%",
+            ),
+            _text_field(
+                "vcs_base_url",
+                "Base URL",
+                "Empty = the provider's public cloud; required for Gitea and Azure DevOps",
+                "https://gitlab.example.com",
+                mono=True,
+            ),
+            _vcs_token_field(),
+            columns=rx.breakpoints(initial="1", md="3"),
+            spacing="4",
+            width="100%",
+        ),
+        rx.grid(
+            _text_area(
+                "trigger_paths",
+                "Trigger paths",
+                "Globs over changed files, one a line; empty = every change",
+                "envs/prod/**\nmodules/**/*.tf",
+            ),
+            _text_area(
+                "skip_message_patterns",
+                "Skip message patterns",
+                "Commit-message substrings (case-insensitive) that start no run, one a line",
+            ),
+            _text_area(
+                "skip_actors",
+                "Skip actors",
+                "VCS user names whose events start no run; comma or newline separated",
+                "renovate[bot], dependabot[bot]",
+            ),
+            columns=rx.breakpoints(initial="1", md="3"),
+            spacing="4",
+            width="100%",
+        ),
+        spacing="3",
+        width="100%",
+        custom_attrs=testid("stack-form-vcs"),
+    )
+
+
 def _form() -> rx.Component:
     f = StackFormState
     return rx.card(
@@ -743,6 +895,7 @@ def _form() -> rx.Component:
                 align="center",
                 spacing="2",
             ),
+            _vcs_section(),
             rx.hstack(
                 rx.link(
                     rx.button(
