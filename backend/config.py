@@ -28,6 +28,11 @@ class ConfigError(Exception):
     """A setting is invalid; the message names the environment variable."""
 
 
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of IPs/CIDRs (checked by the setting's validator)."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRUCIBLE_", extra="ignore")
 
@@ -103,6 +108,8 @@ class Settings(BaseSettings):
     webhook_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024**2)
     webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
     vcs_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Non-public networks VCS API calls may reach (self-hosted GitLab/Gitea); default: none.
+    vcs_allowed_networks: str = ""
 
     @field_validator("opa_url")
     @classmethod
@@ -146,7 +153,11 @@ class Settings(BaseSettings):
     def resolved_workspace_dir(self) -> Path:
         return (self.workspace_dir or self.resolved_data_dir / "workspaces").expanduser().resolve()
 
-    @field_validator("trusted_proxies")
+    @cached_property
+    def vcs_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _networks(self.vcs_allowed_networks)
+
+    @field_validator("trusted_proxies", "vcs_allowed_networks")
     @classmethod
     def _check_trusted_proxies(cls, value: str) -> str:
         for item in filter(None, (v.strip() for v in value.split(","))):
@@ -158,11 +169,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(
-            ipaddress.ip_network(v.strip(), strict=False)
-            for v in self.trusted_proxies.split(",")
-            if v.strip()
-        )
+        return _networks(self.trusted_proxies)
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -47,3 +47,16 @@ def exact(ts: str | None) -> str:
     if not ts:
         return ""
     return ts.replace("T", " ").split(".")[0] + " UTC"
+
+
+def human_size(size: int) -> str:
+    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def stack_id_from_path(path: str) -> str:
+    """The stack id of a /stacks/<id>/... page (empty elsewhere)."""
+    parts = [p for p in path.split("/") if p]
+    return parts[1] if len(parts) >= 2 and parts[0] == "stacks" else ""

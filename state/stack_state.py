@@ -19,7 +19,7 @@ from backend.errors import FieldError, NotFound, ServiceError
 from backend.state import service, tokens
 from backend.state.schemas import LockStatus, TokenPublic, VersionPublic
 from state.base import AuthState, SessionExpired
-from state.helpers import exact, relative, run_db
+from state.helpers import exact, human_size, relative, run_db
 from state.runs import DiffGroup, diff_groups
 
 # Tools that keep Terraform state (terragrunt drives one of them); the others get no State tab.
@@ -127,13 +127,6 @@ class TokenRow:
 
 
 # ---------------------------------------------------------------- conversions (pure)
-
-
-def human_size(size: int) -> str:
-    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def shown(value: Any, sensitive: bool = False) -> str:

@@ -18,7 +18,7 @@ from backend.errors import NotFound, ServiceError
 from backend.policies import service, validation
 from backend.policies.schemas import StackValidationPublic
 from state.base import AuthState, SessionExpired
-from state.helpers import exact, relative, run_db
+from state.helpers import exact, relative, run_db, stack_id_from_path
 
 log = logging.getLogger("crucible.ui.validation")
 
@@ -128,8 +128,7 @@ class StackValidationState(AuthState):
     @rx.event
     async def load(self):
         """Chained from the stack page's load (the stack id is in the URL)."""
-        parts = [p for p in self.router.url.path.split("/") if p]
-        stack_id = parts[1] if len(parts) >= 2 and parts[0] == "stacks" else ""
+        stack_id = stack_id_from_path(self.router.url.path)
         self.stack_id, self.rows, self.policy_count, self.error = stack_id, [], 0, ""
         self.loading, self.running = True, False
         self.schedule = schedule_text(get_context().settings.validation_interval_seconds)

@@ -20,7 +20,7 @@ from backend.stacks import service as stacks_service
 from backend.vcs import service
 from backend.vcs.schemas import DeliveryPublic, WebhookPublic
 from state.base import AuthState, SessionExpired
-from state.helpers import exact, relative, run_db
+from state.helpers import exact, human_size, relative, run_db, stack_id_from_path
 
 DELIVERIES_PAGE = 20
 OUTCOMES = ("created", "skipped", "rejected")
@@ -73,14 +73,6 @@ class DeliveryDetail:
     has_payload: bool = False
     clipped: bool = False
     size: str = ""
-
-
-def human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
 
 
 def grace_text(hours: float) -> str:
@@ -142,7 +134,7 @@ def delivery_detail(d: DeliveryPublic) -> DeliveryDetail:
         payload=payload,
         has_payload=d.payload is not None,
         clipped=clipped,
-        size=human_bytes(d.payload_bytes),
+        size=human_size(d.payload_bytes),
     )
 
 
@@ -153,11 +145,6 @@ def split_lines(text: str) -> list[str]:
 def split_list(text: str) -> list[str]:
     """Comma- or newline-separated values."""
     return [x.strip() for x in text.replace("\n", ",").split(",") if x.strip()]
-
-
-def _stack_id_from_path(path: str) -> str:
-    parts = [p for p in path.split("/") if p]
-    return parts[1] if len(parts) >= 2 and parts[0] == "stacks" else ""
 
 
 class StackWebhookState(AuthState):
@@ -240,7 +227,7 @@ class StackWebhookState(AuthState):
     @rx.event
     async def load(self):
         """Chained from the stack page's load and tab switch (the stack id is in the URL)."""
-        stack_id = _stack_id_from_path(self.router.url.path)
+        stack_id = stack_id_from_path(self.router.url.path)
         self.reset()  # this tab's fields only; also forgets a revealed secret
         self.stack_id = stack_id
         settings = get_context().settings

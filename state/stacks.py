@@ -20,7 +20,7 @@ from backend.stacks.models import DEFAULT_SKIP_MESSAGES, RunnerKind, Tool, VcsPr
 from backend.stacks.schemas import StackCreate, StackPublic, StackUpdate, field_errors
 from backend.timeutil import iso
 from state.base import AuthState, SessionExpired
-from state.helpers import exact, relative, run_db
+from state.helpers import exact, relative, run_db, stack_id_from_path
 from state.runs import RunRow, run_row
 from state.stack_state import STATE_TOOLS, StackStateState
 from state.stack_validation import StackValidationState
@@ -238,11 +238,6 @@ class StacksState(AuthState):
             yield ev
 
 
-def _stack_id_from_path(path: str) -> str:
-    parts = [p for p in path.split("/") if p]
-    return parts[1] if len(parts) >= 2 and parts[0] == "stacks" else ""
-
-
 class StackDetailState(AuthState):
     stack: StackRow = StackRow()
     project_root: str = ""
@@ -306,7 +301,7 @@ class StackDetailState(AuthState):
         self.stack, self.activity, self.recent_runs, self.variables = StackRow(), [], [], []
         self.approvers, self.approver_candidates = [], []
         self.var_name, self.var_value, self.var_secret, self.var_error = "", "", False, ""
-        stack_id = _stack_id_from_path(self.router.url.path)
+        stack_id = stack_id_from_path(self.router.url.path)
         try:
             principal = await self._principal()
         except SessionExpired:
@@ -518,7 +513,7 @@ class StackFormState(AuthState):
     async def load_edit(self):
         self.errors, self.saving, self.not_found, self.loading = {}, False, False, True
         self.vcs_token_set = self.remove_token = False
-        self.stack_id = _stack_id_from_path(self.router.url.path)
+        self.stack_id = stack_id_from_path(self.router.url.path)
         try:
             principal = await self._principal()
         except SessionExpired:
@@ -630,5 +625,6 @@ class StackFormState(AuthState):
             self.saving = False
             return rx.toast.error(exc.message)
         self.saving = False
+        self.values["vcs_token"] = ""  # saved encrypted: the plaintext leaves the UI state
         verb = "Saved" if stack_id else "Created"
         return [rx.toast.success(f"{verb} stack {saved.name}"), rx.redirect(f"/stacks/{saved.id}")]

@@ -113,6 +113,7 @@ def upgrade() -> None:
         sqlite_where=sa.text("NOT done"),
         postgresql_where=sa.text("NOT done"),
     )
+    op.create_index("ix_run_vcs_pr", "run_vcs", ["stack_id", "repo", "pr_number"], unique=False)
     op.create_table(
         "vcs_comment",
         sa.Column("stack_id", S(length=40), nullable=False),
@@ -129,6 +130,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("vcs_comment")
+    op.drop_index("ix_run_vcs_pr", table_name="run_vcs")
     op.drop_index("ix_run_vcs_pending", table_name="run_vcs")
     op.drop_table("run_vcs")
     op.drop_index("ix_webhook_delivery_stack_received", table_name="webhook_delivery")

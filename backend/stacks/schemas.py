@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from backend.stacks.models import DEFAULT_SKIP_MESSAGES, RunnerKind, Tool, VcsProvider
+from backend.vcs.clients import VcsError, check_base_url
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
@@ -144,15 +145,10 @@ def _labels(value: list[str]) -> list[str]:
 def _vcs_base_url(value: str | None) -> str | None:
     if value is None or value.strip() == "":
         return None
-    value = value.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("VCS base URL must be an http(s) URL, e.g. https://gitlab.example.com")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(
-            "VCS base URL must not carry credentials, a query or a fragment; the token goes in vcs_token"
-        )
-    return value
+    try:
+        return check_base_url(value.strip())  # the rule the feedback sender applies, at save time
+    except VcsError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _vcs_token(value: str | None) -> str | None:

@@ -226,6 +226,14 @@ def update_stack(
     token_change = "vcs_token" in changes
     new_token = changes.pop("vcs_token", None)
     had_token = stack.vcs_token_encrypted is not None
+    moved = [k for k in ("vcs_provider", "vcs_base_url") if k in changes and changes[k] != getattr(stack, k)]
+    if moved and had_token and not token_change:
+        # The stored token only ever goes where it was given for: pointing it elsewhere (to
+        # a host that would collect it) takes the token again.
+        raise FieldError(
+            "vcs_token",
+            f"changing {' and '.join(moved)} needs the token again: send vcs_token (or null to remove it)",
+        )
     for key, value in changes.items():
         setattr(stack, key, value)
     if token_change:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from backend.vcs.models import VcsComment
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ATTEMPTS = 3
 BACKOFF_SECONDS = (0.5, 1.0)  # before the 2nd and 3rd attempt
@@ -40,6 +44,26 @@ class VcsError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def check_address(url: str, allowed: Sequence[IPNetwork]) -> None:
+    """The SSRF guard: the host must resolve only to public addresses, or to ones in
+    CRUCIBLE_VCS_ALLOWED_NETWORKS (a self-hosted GitLab on 10.0.0.0/8, say). Loopback,
+    link-local (cloud metadata), private and reserved addresses are refused by default."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return  # a DNS hiccup: the request fails as unreachable and is retried like one
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if any(ip in net for net in allowed):
+            continue
+        if not ip.is_global or ip.is_multicast:
+            raise VcsError(
+                f"the VCS host {host!r} resolves to {ip}, a non-public address: add its network to "
+                "CRUCIBLE_VCS_ALLOWED_NETWORKS to allow it"
+            )
 
 
 def check_base_url(url: str) -> str:
@@ -152,7 +176,11 @@ class VcsClient(ABC):
             except VcsError as exc:
                 if exc.status != 404:
                     raise
-        return self._create_comment(repo, pr_number, body)
+        try:
+            return self._create_comment(repo, pr_number, body)
+        except (KeyError, IndexError, TypeError):
+            # A 2xx without the comment's id: retrying would post the comment again.
+            raise VcsError(f"{self.name} created the comment but answered without its id") from None
 
     @abstractmethod
     def _set_status(
@@ -360,11 +388,15 @@ def client_for(
     token: str,
     base_url: str | None = None,
     *,
+    allowed_networks: Sequence[IPNetwork] = (),
     sleep: Callable[[float], None] = time.sleep,
 ) -> VcsClient:
-    """The client for a stack's ``vcs_provider``; VcsError for an unknown one or a bad base."""
+    """The client for a stack's ``vcs_provider``; VcsError for an unknown one, a bad base or a
+    base that resolves to an address the SSRF guard refuses."""
     try:
         cls = CLIENTS[provider]
     except KeyError:
         raise VcsError(f"unknown VCS provider {provider!r}: use one of {', '.join(CLIENTS)}") from None
-    return cls(http, token, base_url, sleep=sleep)
+    client = cls(http, token, base_url, sleep=sleep)
+    check_address(client.base, allowed_networks)
+    return client

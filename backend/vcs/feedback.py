@@ -25,6 +25,7 @@ from backend.crypto import DecryptionError
 from backend.runs.lifecycle import PLAN_ONLY, TERMINAL
 from backend.runs.models import Run, RunPolicyResult
 from backend.stacks.models import Stack
+from backend.stacks.service import token_aad
 from backend.timeutil import as_utc, iso, utcnow
 from backend.vcs.clients import ATTEMPTS, BACKOFF_SECONDS, Posted, VcsClient, VcsError, client_for
 from backend.vcs.models import RunVcs, VcsComment
@@ -169,6 +170,7 @@ class _Outcome:
     status_result: dict[str, Any]
     comment_result: dict[str, Any] | None = None
     posted: Posted | None = None
+    unreachable: bool = False  # the VCS did not answer at all (down, timeouts)
 
     @property
     def ok(self) -> bool:
@@ -192,7 +194,13 @@ def _owed(now: datetime) -> tuple[Any, ...]:
 
 def _due(ctx: AppContext, now: datetime, limit: int) -> list[str]:
     with ctx.session(readonly=True) as s:
-        stmt = select(RunVcs.run_id).where(*_owed(now)).order_by(col(RunVcs.created_at), col(RunVcs.run_id))
+        # Fresh work first: rows that are retrying (a VCS that is down) never hold up the others.
+        retrying = col(RunVcs.next_attempt_at).is_not(None)
+        stmt = (
+            select(RunVcs.run_id)
+            .where(*_owed(now))
+            .order_by(retrying, col(RunVcs.created_at), col(RunVcs.run_id))
+        )
         return list(s.exec(stmt.limit(limit)).all())
 
 
@@ -222,8 +230,15 @@ def _prepare(ctx: AppContext, job: _Job, http: httpx.Client, sleep: Callable[[fl
             job.config_error = FEEDBACK_OFF
             return
         try:
-            token = ctx.secret_box.decrypt(stack.vcs_token_encrypted, f"stack/{stack.id}/vcs_token")
-            job.client = client_for(stack.vcs_provider, http, token, stack.vcs_base_url, sleep=sleep)
+            token = ctx.secret_box.decrypt(stack.vcs_token_encrypted, token_aad(stack.id))
+            job.client = client_for(
+                stack.vcs_provider,
+                http,
+                token,
+                stack.vcs_base_url,
+                allowed_networks=ctx.settings.vcs_networks,
+                sleep=sleep,
+            )
         except DecryptionError as exc:
             job.config_error = f"the stack's VCS token does not decrypt ({exc.message}): set it again"
             return
@@ -258,7 +273,7 @@ def _send(job: _Job, now: datetime) -> _Outcome:
         job.client.set_status(job.repo, job.sha, job.state, job.description, job.url, job.context)
         outcome = _Outcome({"ok": True, "error": None, **sent})
     except VcsError as exc:
-        outcome = _Outcome({"ok": False, "error": exc.message, **sent})
+        outcome = _Outcome({"ok": False, "error": exc.message, **sent}, unreachable=exc.status is None)
     if job.superseded:
         outcome.comment_result = {"ok": True, "error": None, "at": at, "note": "a newer run owns the comment"}
     elif job.comment is not None and job.pr_number is not None:
@@ -267,6 +282,7 @@ def _send(job: _Job, now: datetime) -> _Outcome:
             outcome.comment_result = {"ok": True, "error": None, "at": at, "url": outcome.posted[2]}
         except VcsError as exc:
             outcome.comment_result = {"ok": False, "error": exc.message, "at": at}
+            outcome.unreachable |= exc.status is None
     return outcome
 
 
@@ -329,9 +345,14 @@ def _record_crash(ctx: AppContext, job: _Job, exc: Exception, now: datetime) -> 
         row = _leased(s, job)
         if row is None:
             return
-        row.status_result = {"ok": False, "error": f"feedback failed: {type(exc).__name__}", "at": iso(now)}
+        error = f"feedback failed: {type(exc).__name__}"
         row.attempts += 1
-        row.next_attempt_at = now + RETRY_AFTER[min(row.attempts, len(RETRY_AFTER)) - 1]
+        if row.attempts >= MAX_ATTEMPTS:  # a bug that repeats: stop hammering, say so
+            error += f" (gave up after {MAX_ATTEMPTS} attempts)"
+            row.done, row.next_attempt_at = True, None
+        else:
+            row.next_attempt_at = now + RETRY_AFTER[row.attempts - 1]
+        row.status_result = {"ok": False, "error": error, "at": iso(now)}
         row.lease_until = None
         s.add(row)
 
@@ -357,6 +378,7 @@ def dispatch_once(
     clock (tests); ``sleep`` is the wait between a request's retries."""
     clock = (lambda: now) if now is not None else utcnow
     handled = 0
+    down: set[str] = set()  # VCS bases that did not answer this round: their other rows wait
     with httpx.Client(timeout=ctx.settings.vcs_timeout_seconds, follow_redirects=False) as http:
         for run_id in _due(ctx, clock(), limit):
             job = _claim(ctx, run_id, clock())
@@ -366,7 +388,14 @@ def dispatch_once(
             at = clock()
             try:
                 _prepare(ctx, job, http, sleep)
-                outcome = _send(job, at) if job.client is not None else None
+                outcome = None
+                if job.client is not None and job.client.base in down:
+                    error = f"{job.client.base} did not answer a moment ago; retrying later"
+                    outcome = _Outcome({"ok": False, "error": error, "at": iso(at)}, unreachable=True)
+                elif job.client is not None:
+                    outcome = _send(job, at)
+                    if outcome.unreachable:
+                        down.add(job.client.base)
                 _store(ctx, job, outcome, clock())
             except Exception as exc:
                 log.exception("VCS feedback failed", extra={"fields": {"run_id": run_id}})

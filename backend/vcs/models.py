@@ -75,6 +75,8 @@ class RunVcs(SQLModel, table=True):
             sqlite_where=text("NOT done"),
             postgresql_where=text("NOT done"),
         ),
+        # A pull request's runs: the newest owns the comment; one per head commit.
+        Index("ix_run_vcs_pr", "stack_id", "repo", "pr_number"),
     )
 
     run_id: str = Field(foreign_key="run.id", primary_key=True, max_length=40, ondelete="CASCADE")

@@ -122,7 +122,7 @@ def delivery_id(provider: str, headers: Mapping[str, str], payload: Any, body: b
         if value:
             return value[:200]
     if provider == AZURE and isinstance(payload, dict) and isinstance(payload.get("id"), str):
-        return payload["id"][:200]
+        return clean(payload["id"][:200])
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
@@ -137,7 +137,7 @@ def event_name(provider: str, headers: Mapping[str, str], payload: Any) -> str:
     if header:
         return headers.get(header, "")[:100]
     if isinstance(payload, dict) and isinstance(payload.get("eventType"), str):
-        return payload["eventType"][:100]
+        return clean(payload["eventType"][:100])
     return ""
 
 
@@ -228,8 +228,16 @@ def _get(doc: Any, *path: str) -> Any:
     return doc
 
 
+def clean(value: str) -> str:
+    """Payload text as the database can keep it: no NUL (PostgreSQL refuses it), no lone
+    surrogates (not encodable)."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return clean(value) if isinstance(value, str) and value else None
 
 
 INT_MAX = 2**31 - 1  # what an INTEGER column holds on every database
@@ -268,7 +276,7 @@ def _commit_files(commits: Any) -> list[str] | None:
             if not isinstance(paths, list):
                 return None
             listed = True
-            files.extend(p for p in paths if isinstance(p, str))
+            files.extend(clean(p) for p in paths if isinstance(p, str))
     return sorted(set(files)) if listed else None
 
 
@@ -304,7 +312,13 @@ def _github_like(provider: str, name: str, payload: dict) -> Event:
         event.deleted = bool(payload.get("deleted")) or after == ZERO_SHA
         event.sha = None if event.deleted else after
         event.message = _head_message(payload, event.sha)
-        event.files = _commit_files(payload.get("commits"))
+        commits = payload.get("commits")
+        event.files = _commit_files(commits)
+        total = _int(payload.get("total_commits"))
+        # Gitea/Gogs list only the last few commits (FeedMaxCommitNum, 5), GitHub at most 2048:
+        # a longer push's file list is incomplete, so unknown.
+        if isinstance(commits, list) and (len(commits) >= 2048 or (total or 0) > len(commits)):
+            event.files = None
         if ref is None or after is None:
             event.ignore = "the push payload has no ref or after commit"
         return event

@@ -3,8 +3,8 @@ skip with the reason the delivery log shows. Pure: the stack's settings in, a de
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from backend.runs.lifecycle import RunType
@@ -21,39 +21,43 @@ class Decision:
 
 
 @lru_cache(maxsize=512)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A path glob as a regex: ``**`` crosses directories, ``*`` and ``?`` stay within one, and
-    a pattern without a slash matches a file name at any depth (``*.tf``), like .gitignore."""
+def _glob_segments(pattern: str) -> tuple[str, ...]:
+    """A path glob as segments: ``**`` (any number of directories), or an fnmatch pattern for
+    one segment (``*`` and ``?`` stay within it; brackets are literal). A pattern without a slash matches a
+    file name at any depth (``*.tf``) and a leading ``/`` anchors it at the root, as in
+    .gitignore; a trailing ``/`` means everything below."""
     pattern = pattern.strip()
-    anchored = "/" in pattern.rstrip("/")  # "/main.tf" and "envs/*.tf" start at the root
+    anchored = "/" in pattern.rstrip("/")
     pattern = pattern.lstrip("/")
     if pattern.endswith("/"):
         pattern += "**"
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
+    parts: list[str] = [] if anchored else ["**"]
+    for part in pattern.split("/"):
+        if part == "**" and parts and parts[-1] == "**":
+            continue  # "**/**" is "**"
+        # Brackets are literal ("[ab].tf" is that name): fnmatch would read a character class.
+        parts.append(part if part == "**" else part.replace("**", "*").replace("[", "[[]"))
+    return tuple(parts)
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    """Whether ``path`` matches the glob: segment by segment, so a crafted pattern costs at most
+    segments x segments steps (a regex of nested ``.*`` backtracks exponentially)."""
+    segs, pats = path.split("/"), _glob_segments(pattern)
+    # reach[i]: the pattern's first j parts can match the path's first i segments.
+    reach = [True] + [False] * len(segs)
+    for pat in pats:
+        if pat == "**":
+            for i in range(1, len(segs) + 1):
+                reach[i] = reach[i] or reach[i - 1]
         else:
-            out.append(re.escape(c))
-            i += 1
-    body = "".join(out)
-    return re.compile(body if anchored else f"(?:.*/)?{body}", re.DOTALL)
+            reach = [False] + [reach[i] and fnmatchcase(segs[i], pat) for i in range(len(segs))]
+    return reach[len(segs)]
 
 
 def matching_paths(files: list[str], globs: list[str]) -> list[str]:
-    regexes = [glob_regex(g) for g in globs if g.strip()]
-    return [f for f in files if any(r.fullmatch(f) for r in regexes)]
+    patterns = [g for g in globs if g.strip()]
+    return [f for f in files if any(glob_match(f, g) for g in patterns)]
 
 
 def _short(sha: str | None) -> str:
@@ -95,6 +99,13 @@ def decide(
                 None,
                 f"pull request #{event.pr_number} targets {event.pr_base}; this stack tracks {stack_branch}",
             )
+        if not event.same_repo:
+            # Its code would run with the stack's variables and cloud credentials.
+            return Decision(
+                None,
+                f"pull request #{event.pr_number} comes from a fork: code from outside the repository "
+                "is not planned (push the branch to the repository to plan it)",
+            )
     else:
         return Decision(None, f"{event.name or 'this'} events are not acted on")
     actor = (event.actor or "").lower()
@@ -126,8 +137,6 @@ def decide(
         RunType.proposed,
         f"pull request {number} at {_short(event.sha)}",
         commit=event.sha,
-        # A fork's head branch is not in the stack's repository: clone the tracked branch and
-        # fetch the head commit by id.
-        branch=event.branch if event.same_repo else None,
+        branch=event.branch,
         message=f"pull request {number}" + (f": {_title(event.pr_title)}" if event.pr_title else ""),
     )

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from backend.audit import service as audit
@@ -219,6 +220,23 @@ def _act(session: Session, box: SecretBox, stack: Stack, delivery: WebhookDelive
         delivery.outcome = "skipped"
         delivery.reason = f"the payload's {first['loc'][0]} is not usable: {first['msg']}"[:2000]
         return
+    if decision.run_type.value == "proposed" and delivery.replay_of is None and event.repo:
+        # Bitbucket and Azure DevOps also say "updated" for edits, votes and reviewers.
+        planned = session.exec(
+            select(RunVcs.run_id).where(
+                RunVcs.stack_id == stack.id,
+                RunVcs.repo == event.repo[:512],
+                RunVcs.pr_number == event.pr_number,
+                RunVcs.sha == body.commit,
+            )
+        ).first()
+        if planned is not None:
+            delivery.outcome = "skipped"
+            delivery.reason = (
+                f"pull request #{event.pr_number} was already planned at {(body.commit or '')[:12]} "
+                f"(run {planned}); replay this delivery to plan it again"
+            )
+            return
     principal = _principal(stack, delivery.provider, event.actor, delivery.replayed_by)
     run = create_run(session, principal, box, stack.id, body, trigger="webhook")
     delivery.outcome, delivery.run_id = "created", run.id
@@ -271,10 +289,11 @@ def receive(
         reason = pv.verify(
             provider, headers, body, _valid_secrets(ctx.secret_box, s.get(StackWebhook, stack.id))
         )
-        if reason is not None:
-            log.warning("webhook refused: %s", reason, extra={"fields": {"stack": stack_id, "ip": source_ip}})
+    if reason is not None:
+        log.warning("webhook refused: %s", reason, extra={"fields": {"stack": stack_id, "ip": source_ip}})
+        with ctx.session() as s:
             _store_rejected(s, stack, provider, headers, reason, 401, source_ip)
-            return Receipt(401, {"detail": reason})
+        return Receipt(401, {"detail": reason})
     payload = _decode(headers.get("content-type", ""), body)
     name = pv.event_name(provider, headers, payload if isinstance(payload, dict) else None)
     ident = pv.delivery_id(provider, headers, payload, body)
@@ -295,15 +314,9 @@ def receive(
     )
     try:
         with ctx.session() as s:
-            earlier = s.exec(
-                select(WebhookDelivery).where(
-                    WebhookDelivery.stack_id == stack.id, WebhookDelivery.dedupe_key == ident
-                )
-            ).first()
-            if earlier is not None:
-                earlier.duplicates += 1
-                s.add(earlier)
-                return _answer(earlier, duplicate=True)
+            duplicate = _count_redelivery(s, stack.id, ident)
+            if duplicate is not None:
+                return duplicate
             _process(s, ctx.secret_box, delivery, payload)
             s.add(delivery)
             s.flush()
@@ -311,16 +324,29 @@ def receive(
     except IntegrityError:
         # The same delivery arrived twice at once and the other copy won.
         with ctx.session() as s:
-            earlier = s.exec(
-                select(WebhookDelivery).where(
-                    WebhookDelivery.stack_id == stack.id, WebhookDelivery.dedupe_key == ident
-                )
-            ).first()
-            if earlier is None:
+            duplicate = _count_redelivery(s, stack.id, ident)
+            if duplicate is None:
                 raise
-            earlier.duplicates += 1
-            s.add(earlier)
-            return _answer(earlier, duplicate=True)
+            return duplicate
+
+
+def _count_redelivery(session: Session, stack_id: str, ident: str) -> Receipt | None:
+    """The answer to a redelivery of a delivery already processed (counted in the log), or
+    None when this delivery id is new."""
+    earlier = session.exec(
+        select(WebhookDelivery)
+        .options(defer(WebhookDelivery.payload))  # type: ignore[arg-type]
+        .where(WebhookDelivery.stack_id == stack_id, WebhookDelivery.dedupe_key == ident)
+    ).first()
+    if earlier is None:
+        return None
+    # One statement: copies counted at the same moment must not overwrite each other's count.
+    session.execute(
+        update(WebhookDelivery)
+        .where(col(WebhookDelivery.id) == earlier.id)
+        .values(duplicates=col(WebhookDelivery.duplicates) + 1)
+    )
+    return _answer(earlier, duplicate=True)
 
 
 _MALFORMED = object()
@@ -359,7 +385,9 @@ def _process(session: Session, box: SecretBox, delivery: WebhookDelivery, payloa
 # --- the log and replays -----------------------------------------------------------------------
 
 
-def _delivery_public(d: WebhookDelivery, with_payload: bool = False) -> DeliveryPublic:
+def _delivery_public(
+    d: WebhookDelivery, replayable: bool | None = None, with_payload: bool = False
+) -> DeliveryPublic:
     return DeliveryPublic(
         id=d.id,
         stack_id=d.stack_id,
@@ -377,7 +405,7 @@ def _delivery_public(d: WebhookDelivery, with_payload: bool = False) -> Delivery
         payload_bytes=d.payload_bytes,
         source_ip=d.source_ip,
         headers=dict(d.headers or {}),
-        replayable=d.payload is not None,
+        replayable=d.payload is not None if replayable is None else replayable,
         payload=d.payload if with_payload else None,
     )
 
@@ -396,12 +424,20 @@ def list_deliveries(
     if outcome:
         stmt = stmt.where(WebhookDelivery.outcome == outcome)
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    # A page never loads the payloads (up to CRUCIBLE_WEBHOOK_MAX_BYTES each).
+    page = (
+        select(WebhookDelivery, col(WebhookDelivery.payload).is_not(None))
+        .options(defer(WebhookDelivery.payload))  # type: ignore[arg-type]
+        .where(WebhookDelivery.stack_id == stack.id)
+    )
+    if outcome:
+        page = page.where(WebhookDelivery.outcome == outcome)
     rows = session.exec(
-        stmt.order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id).desc())
+        page.order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id).desc())
         .offset(offset)
         .limit(limit)
     ).all()
-    return [_delivery_public(d) for d in rows], int(total)
+    return [_delivery_public(d, replayable=bool(kept)) for d, kept in rows], int(total)
 
 
 def _load_delivery(session: Session, principal: Principal, delivery_id: str) -> WebhookDelivery:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import itertools
 import json
 import logging
@@ -28,7 +29,7 @@ from backend.runs.models import Run, RunPolicyResult
 from backend.stacks.models import Stack
 from backend.timeutil import new_id, utcnow
 from backend.vcs import feedback
-from backend.vcs.clients import BitbucketClient, GitHubClient, VcsError, check_base_url
+from backend.vcs.clients import BitbucketClient, GitHubClient, VcsError, check_address, check_base_url
 from backend.vcs.models import RunVcs, VcsComment
 from tests.aio import run_async
 from tests.integration.runs_support import force_status, load, queued_run
@@ -567,6 +568,23 @@ def test_a_vcs_that_is_down_is_retried_later_and_then_given_up_on(ctx, world, cl
     assert load(ctx, run_id).status == "queued"
 
 
+def test_a_vcs_that_is_down_does_not_hold_up_other_stacks(ctx, world, closed_port, vcs):
+    """One round: the first row of the dead VCS costs its three attempts, its other rows wait
+    without calls, the healthy VCS is served; next round the healthy work still goes first."""
+    dead = vcs_stack(world, "gitlab", f"http://127.0.0.1:{closed_port}")
+    healthy = vcs_stack(world, "github", vcs.url)
+    stuck = [webhook_run(ctx, dead, "infra/network", provider="gitlab") for _ in range(3)]
+    served = webhook_run(ctx, healthy, "acme/network")
+    sleeps = Sleeps()
+    assert dispatch(ctx, sleeps=sleeps) == 4
+    assert sleeps == [0.5, 1.0]  # only the first dead row tried to connect
+    assert [vcs_row(ctx, r).attempts for r in stuck] == [1, 1, 1]
+    assert "did not answer a moment ago" in vcs_row(ctx, stuck[2]).status_result["error"]
+    assert vcs_row(ctx, served).status_result["ok"]
+    later = webhook_run(ctx, healthy, "acme/network")
+    assert feedback._due(ctx, utcnow() + timedelta(minutes=1), 20)[0] == later
+
+
 def test_gitlab_refusing_pending_after_pending_counts_as_sent(ctx, world, vcs):
     stack = vcs_stack(world, "gitlab", vcs.url)
     run_id = webhook_run(ctx, stack, "infra/network", provider="gitlab")
@@ -597,6 +615,32 @@ def test_a_bug_on_one_row_is_recorded_and_the_others_still_go_out(ctx, world, vc
 
 
 # --------------------------------------------------------------------------- settings that stop it
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """The recording server listens on loopback, which the SSRF guard refuses by default."""
+    return {"vcs_allowed_networks": "127.0.0.0/8"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{}, {"vcs_allowed_networks": "10.0.0.0/8"}])
+def test_the_ssrf_guard_refuses_loopback_unless_allowed(ctx, world, vcs):
+    stack = vcs_stack(world, "github", vcs.url)
+    run_id = webhook_run(ctx, stack, "acme/network")
+    assert dispatch(ctx) == 1
+    row = vcs_row(ctx, run_id)
+    assert (
+        "non-public address" in row.status_result["error"]
+        and "CRUCIBLE_VCS_ALLOWED_NETWORKS" in (row.status_result["error"])
+    )
+    assert row.done and not vcs.requests
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "10.1.2.3", "[::1]", "0.0.0.0"])
+def test_the_ssrf_guard_refuses_non_public_addresses(host):
+    with pytest.raises(VcsError, match="non-public address"):
+        check_address(f"http://{host}/api", ())
+    check_address(f"http://{host}/api", [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")])
 
 
 def test_a_stack_without_vcs_settings_records_that_feedback_is_off(ctx, world, vcs):

@@ -468,6 +468,36 @@ def test_a_pull_request_number_out_of_the_databases_range_is_answered_and_logged
     assert log_of(api, hook.id)["count"] == 1
 
 
+@pytest.mark.parametrize("bad", ["\x00", "\ud800", "\x1b[31m"])
+def test_nul_surrogates_and_escapes_in_a_signed_payload_are_logged_not_500(client, api, hook, bad):
+    """PostgreSQL refuses NUL in text and a lone surrogate cannot be encoded: neither may lose
+    the delivery or answer 5xx, wherever in the payload it is."""
+
+    def poison(p):
+        p["ref"] = f"refs/heads/main{bad}"
+        p["sender"]["login"] = f"octo{bad}cat"
+        p["repository"]["full_name"] = f"acme/{bad}"
+
+    response = post(client, hook.id, delivery("github-push.json", hook.secret, poison))
+    assert response.status_code == 202, response.text
+    logged = log_of(api, hook.id)["data"]
+    assert len(logged) == 1 and logged[0]["outcome"] == "skipped"
+    assert "\x00" not in logged[0]["reason"]
+
+
+def test_a_pull_request_updated_without_new_commits_is_not_planned_twice(ctx, client, api, hook):
+    """Azure DevOps (and Bitbucket) say "updated" for votes and edits too: one plan per head
+    commit; a replay still plans again when asked."""
+    first = post(client, hook.id, delivery("azure-git.pullrequest.updated.json", hook.secret))
+    assert first.json()["outcome"] == "created", first.text
+    again = post(client, hook.id, delivery("azure-git.pullrequest.updated.json", hook.secret))
+    assert again.status_code == 202 and again.json()["outcome"] == "skipped"
+    assert "already planned at" in again.json()["reason"] and first.json()["run_id"] in again.json()["reason"]
+    replayed = api.post(f"/api/v1/webhooks/deliveries/{again.json()['delivery']}/replay")
+    assert replayed.json()["outcome"] == "created"
+    assert len(runs_of(api, hook.id)) == 2
+
+
 # --------------------------------------------------------------------------- redeliveries
 
 
@@ -797,6 +827,24 @@ def test_the_vcs_token_is_write_only(world, ctx, api, stack_body):
     assert token not in dumped and "glpat-" + "z" * 20 not in dumped
 
 
+def test_the_token_cannot_be_pointed_at_another_host_without_being_given_again(api, stack_body):
+    """Else a member could redirect an admin's token to a host that collects it."""
+    created = api.post(STACKS, json=stack_body(vcs_provider="gitlab", vcs_token="glpat-" + "a" * 20)).json()
+    url = f"{STACKS}/{created['id']}"
+    for change in ({"vcs_base_url": "https://collector.example"}, {"vcs_provider": "gitea"}):
+        refused = api.patch(url, json=change)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["body", "vcs_token"]
+        assert "needs the token again" in refused.json()["detail"][0]["msg"]
+    assert api.get(url).json()["vcs_base_url"] is None
+    same = api.patch(url, json={"vcs_provider": "gitlab", "description": "unchanged provider is fine"})
+    assert same.status_code == 200, same.text
+    moved = api.patch(
+        url, json={"vcs_base_url": "https://gitlab.example.com", "vcs_token": "glpat-" + "b" * 20}
+    )
+    assert moved.status_code == 200 and moved.json()["vcs_base_url"] == "https://gitlab.example.com"
+
+
 # --------------------------------------------------------------------------- fuzzing
 
 FUZZ_HEADERS = [
@@ -834,8 +882,10 @@ EVENT_NAMES = [
 ]
 ALLOWED = {200, 202, 400, 401, 404, 413, 422}
 text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+# Payload strings also carry NUL, control characters and lone surrogates (JSON escapes them).
+any_text = st.text(st.characters(exclude_categories=()), max_size=30)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text | any_text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=5),
     max_leaves=20,
 )
