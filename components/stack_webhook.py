@@ -324,6 +324,17 @@ def _endpoint_card() -> rx.Component:
                 ),
             ),
         ),
+        rx.cond(
+            S.url_is_local,
+            rx.callout(
+                "This URL names this machine, so GitHub, GitLab and the others cannot reach it: set "
+                "CRUCIBLE_BASE_URL to the address your VCS reaches Crucible at, and restart.",
+                icon="triangle-alert",
+                color_scheme="amber",
+                size="1",
+                custom_attrs=testid("stack-webhook-url-local"),
+            ),
+        ),
         rx.separator(size="4"),
         _setup(),
         tid="stack-webhook-endpoint",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from urllib.parse import urlsplit
 
 import reflex as rx
 
@@ -183,6 +184,12 @@ class StackWebhookState(AuthState):
     @rx.var
     def revealed(self) -> bool:
         return self.secret != ""
+
+    @rx.var
+    def url_is_local(self) -> bool:
+        """CRUCIBLE_BASE_URL names this machine (the default): no provider can reach it."""
+        host = (urlsplit(self.url).hostname or "").lower()
+        return host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
 
     @rx.var
     def vcs_provider_label(self) -> str:

@@ -82,6 +82,8 @@ def test_webhook_tab_reveal_deliver_replay_rotate_and_edit(page, server, login):
     expect(tab.get_by_test_id("stack-webhook-url")).to_have_text(
         f"{server['base_url']}/api/v1/webhooks/{stack_id}"
     )
+    # The e2e server's base URL is localhost: the tab says no provider can reach it.
+    expect(tab.get_by_test_id("stack-webhook-url-local")).to_contain_text("CRUCIBLE_BASE_URL")
     expect(tab.get_by_test_id("stack-webhook-secret-hidden")).to_be_visible()
     expect(tab.get_by_test_id("stack-webhook-deliveries-empty")).to_contain_text("No deliveries yet")
     expect(tab.get_by_test_id("stack-webhook-trigger-paths")).to_have_text("every change")
