@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     # how long a rotated-out secret keeps verifying, and the timeout of each call back to the VCS.
     webhook_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024**2)
     webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    webhook_delivery_retention_days: int = Field(default=30, ge=0, le=3650)  # 0 keeps every delivery
     vcs_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Non-public networks VCS API calls may reach (self-hosted GitLab/Gitea); default: none.
     vcs_allowed_networks: str = ""

@@ -5,30 +5,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 
 from backend.context import get_context
 from backend.errors import ServiceError
+from backend.timeutil import utcnow
 
 log = logging.getLogger("crucible.tasks")
 
 
-def _purge_once() -> int:
+def _purge_once() -> dict[str, int]:
+    """Expired browser sessions, and webhook deliveries past their retention."""
+    from backend.vcs.service import purge_deliveries
+
     ctx = get_context()
     with ctx.session() as s:
-        return ctx.auth.purge_expired_sessions(s)
+        sessions = ctx.auth.purge_expired_sessions(s)
+    days = ctx.settings.webhook_delivery_retention_days
+    deliveries = 0
+    if days > 0:
+        with ctx.session() as s:
+            deliveries = purge_deliveries(s, utcnow() - timedelta(days=days))
+    return {"sessions": sessions, "deliveries": deliveries}
 
 
-async def session_janitor(interval_seconds: float = 3600.0) -> None:
-    """Delete expired browser sessions every hour."""
+async def janitor(interval_seconds: float = 3600.0) -> None:
+    """Every hour: delete expired sessions and old webhook deliveries."""
     while True:
         try:
             removed = await asyncio.to_thread(_purge_once)
-            if removed:
-                log.info("purged expired sessions", extra={"fields": {"count": removed}})
+            if any(removed.values()):
+                log.info("purged expired rows", extra={"fields": removed})
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("session janitor failed; retrying next round")
+            log.exception("janitor failed; retrying next round")
         await asyncio.sleep(interval_seconds)
 
 
@@ -79,4 +90,4 @@ async def vcs_feedback() -> None:
     await vcs_feedback_task()
 
 
-BACKGROUND_TASKS = (session_janitor, validation_scheduler, vcs_feedback)
+BACKGROUND_TASKS = (janitor, validation_scheduler, vcs_feedback)

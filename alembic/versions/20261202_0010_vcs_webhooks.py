@@ -83,6 +83,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_delivery_stack_received", "webhook_delivery", ["stack_id", "received_at"], unique=False
     )
+    op.create_index("ix_webhook_delivery_received", "webhook_delivery", ["received_at"], unique=False)
     op.create_table(
         "run_vcs",
         sa.Column("run_id", S(length=40), nullable=False),
@@ -133,6 +134,7 @@ def downgrade() -> None:
     op.drop_index("ix_run_vcs_pr", table_name="run_vcs")
     op.drop_index("ix_run_vcs_pending", table_name="run_vcs")
     op.drop_table("run_vcs")
+    op.drop_index("ix_webhook_delivery_received", table_name="webhook_delivery")
     op.drop_index("ix_webhook_delivery_stack_received", table_name="webhook_delivery")
     op.drop_table("webhook_delivery")
     op.drop_table("stack_webhook")

@@ -37,6 +37,7 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("stack_id", "dedupe_key", name="uq_webhook_delivery_dedupe"),
         Index("ix_webhook_delivery_stack_received", "stack_id", "received_at"),
+        Index("ix_webhook_delivery_received", "received_at"),  # the retention purge
     )
 
     id: str = Field(primary_key=True, max_length=40)

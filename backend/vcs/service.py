@@ -7,12 +7,12 @@ import json
 import logging
 import secrets as pysecrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
@@ -497,5 +497,8 @@ def replay_delivery(
     return _delivery_public(replay)
 
 
-def run_vcs_of(session: Session, run_id: str) -> RunVcs | None:
-    return session.get(RunVcs, run_id)
+def purge_deliveries(session: Session, older_than: datetime) -> int:
+    """Delete deliveries received before ``older_than`` (CRUCIBLE_WEBHOOK_DELIVERY_RETENTION_DAYS):
+    payloads are up to CRUCIBLE_WEBHOOK_MAX_BYTES each. Their runs stay."""
+    result = session.execute(delete(WebhookDelivery).where(col(WebhookDelivery.received_at) < older_than))
+    return int(result.rowcount or 0)

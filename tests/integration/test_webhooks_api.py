@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from sqlmodel import select
 from starlette.testclient import TestClient
 
+from backend import tasks
 from backend.auth.models import Role
+from backend.context import set_context
 from backend.stacks.models import Stack
 from backend.timeutil import utcnow
 from backend.vcs.models import RunVcs, WebhookDelivery
@@ -496,6 +498,20 @@ def test_a_pull_request_updated_without_new_commits_is_not_planned_twice(ctx, cl
     replayed = api.post(f"/api/v1/webhooks/deliveries/{again.json()['delivery']}/replay")
     assert replayed.json()["outcome"] == "created"
     assert len(runs_of(api, hook.id)) == 2
+
+
+def test_deliveries_past_their_retention_are_purged_and_their_runs_stay(ctx, client, api, hook):
+    old = post(client, hook.id, delivery("github-push.json", hook.secret)).json()
+    new = post(client, hook.id, delivery("github-push.json", hook.secret)).json()
+    with ctx.session() as s:
+        s.get(WebhookDelivery, old["delivery"]).received_at = utcnow() - timedelta(days=31)
+    set_context(ctx)
+    try:
+        assert tasks._purge_once()["deliveries"] == 1  # the default keeps 30 days
+    finally:
+        set_context(None)
+    assert [d["id"] for d in log_of(api, hook.id)["data"]] == [new["delivery"]]
+    assert {r["id"] for r in runs_of(api, hook.id)} == {old["run_id"], new["run_id"]}
 
 
 # --------------------------------------------------------------------------- redeliveries
