@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -228,7 +229,7 @@ def _basic(secret: str) -> str:
 
 
 @dataclass(frozen=True)
-class Api:
+class Api(ABC):
     """What one provider expects: base (from the server URL), repo, paths and bodies."""
 
     base: str  # appended to the server URL
@@ -240,8 +241,8 @@ class Api:
     edit_method: str
     query: dict[str, str] = field(default_factory=dict)
 
-    def status_body(self, state: str, description: str, url: str, context: str) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def status_body(self, state: str, description: str, url: str, context: str) -> dict[str, Any]: ...
 
     def comment_body(self, text: str) -> dict[str, Any]:
         return {"body": text}
@@ -252,8 +253,8 @@ class Api:
     def text_of(self, request: Request) -> str:
         return request.body["body"]
 
-    def edit_path(self, comment: VcsComment) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def edit_path(self, comment: VcsComment) -> str: ...
 
 
 class GitHubApi(Api):
