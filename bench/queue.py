@@ -469,7 +469,7 @@ class CrucibleQueue:
         with self.session() as s:
             run = self._run(self.stacks[stack], utcnow())
             s.add(run)
-            wakeup.notify(s, immediate=True)  # as the run service's create_run does
+            wakeup.enqueued(s)  # as the run service's create_run does (PostgreSQL: the INSERT notifies)
         return run.id
 
     async def enqueue_many(self, stacks: list[int]) -> list[str]:
@@ -483,7 +483,7 @@ class CrucibleQueue:
                 self._run(self.stacks[st], base + timedelta(microseconds=i)) for i, st in enumerate(stacks)
             ]
             s.add_all(runs)
-            wakeup.notify(s, immediate=True)
+            wakeup.enqueued(s)
         return [r.id for r in runs]
 
     def claim_plan(self, depth: int, n_stacks: int) -> dict[str, Any]:

@@ -25,7 +25,9 @@ check, so a stack working through its queue costs each idle worker one query per
 claim per run.)
 
 PostgreSQL: ``notify`` runs ``pg_notify('crucible_runs', payload)``, which the server delivers
-when the transaction commits and drops when it rolls back. The waiter holds a dedicated
+when the transaction commits and drops when it rolls back. Inserting a run needs no call: a
+trigger on ``run`` sends the immediate notification in the INSERT itself (``enqueued`` says so
+where SQLite still needs the in-process wake-up). The waiter holds a dedicated
 autocommit connection that LISTENs; it reconnects with backoff when that connection drops (a
 database restart must not kill a worker) and meanwhile degrades to polling.
 
@@ -97,6 +99,16 @@ def notify(session: Session, *, immediate: bool = False) -> None:
     # rollback would make the wake-up a lie), so defer to the commit, like pg_notify does.
     pending: set[tuple[str, str]] = session.info.setdefault(_PENDING, set())
     pending.add(_database_key(_url_of(bind)))
+
+
+def enqueued(session: Session) -> None:
+    """Wake idle workers at once for the runs this transaction inserts, once it commits.
+
+    On PostgreSQL the ``run_inserted_notify`` trigger (migration 0011) already sent that
+    immediate notification with the INSERT itself, so this costs nothing; SQLite marks the
+    session as ``notify`` does."""
+    if session.get_bind().dialect.name != "postgresql":
+        notify(session, immediate=True)
 
 
 @event.listens_for(Session, "after_commit")

@@ -170,7 +170,7 @@ def create_run(
             **({"triggered_by": triggered_by} if triggered_by else {}),
         },
     )
-    wakeup.notify(session, immediate=True)  # no worker is about to look: wake the idle ones
+    wakeup.enqueued(session)  # no worker is about to look: wake the idle ones
     return to_public(run, stack.name, principal)
 
 

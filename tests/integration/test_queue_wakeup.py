@@ -34,13 +34,14 @@ class Boom(Exception):
 
 
 def enqueue(ctx, stack: dict, run_type: str = "tracked", fail: bool = False) -> str:
-    """What the run service does: insert the queued run and notify, in one transaction."""
+    """What the run service does: insert the queued run and say so, in one transaction. On
+    PostgreSQL ``enqueued`` sends nothing: the wake-up comes from the INSERT's own trigger."""
     with ctx.session() as s:
         run = queued_run(s, stack["id"], run_type)
         s.flush()
-        wakeup.notify(s, immediate=True)
+        wakeup.enqueued(s)
         if fail:
-            raise Boom("the enqueue failed after notify")
+            raise Boom("the enqueue failed after its INSERT")
     return run.id
 
 
