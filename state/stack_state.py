@@ -343,6 +343,9 @@ class StackStateState(AuthState):
     diff_error: str = ""
     diff_loading: bool = False
     diff_loaded: bool = False
+    # Typed serials, for versions older than the selects offer (any two versions can be compared).
+    compare_open: bool = False
+    compare_error: str = ""
 
     # contents of one version: resources and outputs
     contents_serial: str = ""
@@ -671,6 +674,29 @@ class StackStateState(AuthState):
     @rx.event
     def set_diff_to(self, value: str):
         self.diff_to = value
+        return StackStateState.load_diff
+
+    @rx.event
+    def toggle_compare(self):
+        self.compare_open, self.compare_error = not self.compare_open, ""
+
+    @rx.event
+    def compare_serials(self, form: dict):
+        """Diff two typed serials; an empty "from" means the version just before "to"."""
+        raw_from, raw_to = str(form.get("from") or "").strip(), str(form.get("to") or "").strip()
+        to_serial = _serial(raw_to)
+        if to_serial is None:
+            self.compare_error = "Enter the serial to compare to: a whole number, 0 or more."
+            return None
+        from_serial = _serial(raw_from)
+        if raw_from and from_serial is None:
+            self.compare_error = (
+                "The serial to compare from must be a whole number, 0 or more (or empty: the version before)."
+            )
+            return None
+        self.compare_error = ""
+        self.diff_from = "" if from_serial is None else str(from_serial)
+        self.diff_to = str(to_serial)
         return StackStateState.load_diff
 
     @rx.event

@@ -477,10 +477,65 @@ def _diff_card() -> rx.Component:
         rx.icon("arrow-right", size=14, color=rx.color("gray", 10)),
         muted("to", size="2"),
         _serial_select(S.diff_to, S.set_diff_to, "stack-state-diff-to-select"),
+        rx.button(
+            rx.cond(S.compare_open, "Hide", "Other serials"),
+            variant="ghost",
+            size="1",
+            on_click=S.toggle_compare,
+            custom_attrs=testid("stack-state-compare-toggle"),
+        ),
         spacing="2",
         align="center",
         wrap="wrap",
     )
+    compare = rx.cond(
+        S.compare_open,
+        rx.form(
+            rx.hstack(
+                muted("Serials", size="2"),
+                rx.input(
+                    name="from",
+                    type="number",
+                    min=0,
+                    placeholder="the one before",
+                    default_value=S.diff_from,
+                    width="130px",
+                    size="1",
+                    custom_attrs=testid("stack-state-compare-from-input"),
+                ),
+                rx.icon("arrow-right", size=14, color=rx.color("gray", 10)),
+                rx.input(
+                    name="to",
+                    type="number",
+                    min=0,
+                    placeholder="serial",
+                    default_value=S.diff_to,
+                    width="100px",
+                    size="1",
+                    custom_attrs=testid("stack-state-compare-to-input"),
+                ),
+                rx.button(
+                    "Compare", type="submit", size="1", custom_attrs=testid("stack-state-compare-submit")
+                ),
+                rx.cond(
+                    S.compare_error != "",
+                    rx.text(
+                        S.compare_error,
+                        size="1",
+                        color=rx.color("red", 11),
+                        custom_attrs=testid("stack-state-compare-error"),
+                    ),
+                ),
+                spacing="2",
+                align="center",
+                wrap="wrap",
+            ),
+            on_submit=S.compare_serials,
+            reset_on_submit=False,
+            custom_attrs=testid("stack-state-compare-form"),
+        ),
+    )
+    selects = rx.vstack(selects, compare, spacing="2", width="100%")
     summary = rx.hstack(
         _chip("+", S.diff_added, "added", "green", "added"),
         _chip("~", S.diff_changed, "changed", "amber", "changed"),

@@ -221,6 +221,7 @@ def test_lock_force_unlock_and_rollback(page, server, login):
     expect(page.get_by_test_id("stack-state-lock-who")).to_have_text("alice@build-7")
     expect(page.get_by_test_id("stack-state-lock-operation")).to_have_text("OperationTypeApply")
     expect(page.get_by_test_id("stack-state-lock-id")).to_have_text("lock-held-by-alice")
+    expect(page.get_by_test_id("stack-state-lock-age")).to_have_text("just now")  # taken seconds ago
     # Someone else's LOCK is refused while it is held.
     assert _protocol(server, stack_id, token, "LOCK", content=_lock_info("lock-of-bob")).status_code == 423
 
@@ -440,3 +441,88 @@ def test_explorer_pages_a_large_state(page, server, login):
     expect(page.get_by_test_id("stack-state-diff-summary")).to_have_attribute("data-added", "10000")
     expect(page.get_by_test_id("plan-resource")).to_have_count(300)
     assert "big-st4te-pw" not in page.content()
+
+
+def _tiny_state(serial: int) -> bytes:
+    doc = {
+        "version": 4,
+        "terraform_version": "1.11.4",
+        "serial": serial,
+        "lineage": "e2e-many-versions",
+        "outputs": {},
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": "counter",
+                "provider": 'provider["terraform.io/builtin/terraform"]',
+                "instances": [{"schema_version": 0, "attributes": {"id": "c", "input": serial}}],
+            }
+        ]
+        + (
+            [
+                {
+                    "mode": "managed",
+                    "type": "terraform_data",
+                    "name": "early",
+                    "provider": 'provider["terraform.io/builtin/terraform"]',
+                    "instances": [{"schema_version": 0, "attributes": {"id": "e"}}],
+                }
+            ]
+            if serial == 1
+            else []
+        ),
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+def test_any_two_versions_compare_even_beyond_the_selects(page, server, login):
+    """The selects offer the newest 200 serials; typed serials reach every version."""
+    from state.stack_state import SERIAL_CHOICES
+
+    login()
+    expect(page.get_by_test_id("page-title")).to_have_text("Dashboard")
+    stack_id = _stack(page, f"e2e-state-many-{secrets.token_hex(3)}")
+    token = _token(page, stack_id)
+    newest = SERIAL_CHOICES + 2
+    with httpx.Client(base_url=server["base_url"], auth=(stack_id, token), timeout=30) as http:
+        for serial in range(1, newest + 1):
+            resp = http.post(f"/api/v1/state/{stack_id}", content=_tiny_state(serial))
+            assert resp.status_code == 200, resp.text
+    _open_state_tab(page, stack_id)
+    diff = page.get_by_test_id("stack-state-diff")
+    expect(diff.get_by_test_id("stack-state-diff-to-select")).to_contain_text(f"serial {newest}")
+    page.get_by_test_id("stack-state-diff-from-select").click()
+    expect(page.get_by_role("option", name="serial 3", exact=True)).to_be_visible()
+    expect(page.get_by_role("option", name="serial 1", exact=True)).to_have_count(0)  # too old
+    page.keyboard.press("Escape")
+
+    # Serial 1 (not offered) against the current one: "early" existed only in serial 1.
+    page.get_by_test_id("stack-state-compare-toggle").click()
+    page.get_by_test_id("stack-state-compare-from-input").fill("1")
+    page.get_by_test_id("stack-state-compare-to-input").fill(str(newest))
+    page.get_by_test_id("stack-state-compare-submit").click()
+    summary = page.get_by_test_id("stack-state-diff-summary")
+    expect(summary).to_have_attribute("data-removed", "1")
+    expect(summary).to_have_attribute("data-changed", "1")
+    expect(diff.get_by_test_id("stack-state-diff-from-select")).to_contain_text("serial 1")
+    expect(
+        diff.locator('[data-testid="plan-resource"][data-address="terraform_data.early"]')
+    ).to_have_attribute("data-action", "delete")
+
+    # An empty "from" is the version just before: 1 → 2 removes "early" and changes the counter.
+    page.get_by_test_id("stack-state-compare-from-input").fill("")
+    page.get_by_test_id("stack-state-compare-to-input").fill("2")
+    page.get_by_test_id("stack-state-compare-submit").click()
+    expect(diff.get_by_test_id("stack-state-diff-to-select")).to_contain_text("serial 2")
+    expect(diff.get_by_test_id("stack-state-diff-from-select")).to_contain_text("serial 1")
+    expect(summary).to_have_attribute("data-removed", "1")
+
+    # A serial that does not exist: the server's reason, nothing else changes.
+    page.get_by_test_id("stack-state-compare-to-input").fill(str(newest + 50))
+    page.get_by_test_id("stack-state-compare-submit").click()
+    expect(diff.get_by_test_id("stack-state-diff-error")).to_contain_text(str(newest + 50))
+    # No "to" at all: said next to the fields.
+    page.get_by_test_id("stack-state-compare-to-input").fill("")
+    page.get_by_test_id("stack-state-compare-submit").click()
+    expect(page.get_by_test_id("stack-state-compare-error")).to_contain_text("serial to compare to")
