@@ -16,6 +16,21 @@ ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 READONLY_OPTION = "crucible_readonly"
 
 
+def empty_dict() -> dict:
+    """``default_factory`` for table models' JSON columns, instead of ``dict``.
+
+    SQLModel builds a table model through pydantic's ``get_default``, which asks
+    ``inspect.signature`` of every default factory on every construction; for the builtins
+    ``dict`` and ``list`` that parses a text signature (~0.1-0.2 ms each, about half the cost of
+    creating a Run). For a Python function the answer is immediate."""
+    return {}
+
+
+def empty_list() -> list:
+    """``default_factory`` for table models' JSON list columns (see ``empty_dict``)."""
+    return []
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

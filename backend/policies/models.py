@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from backend.db import empty_list
 from backend.timeutil import utcnow
 
 
@@ -100,8 +101,8 @@ class StackValidation(SQLModel, table=True):
     policy_version: int
     state_serial: int | None = None  # the state version evaluated (None: the stack has no state)
     outcome: str = Field(max_length=16)  # allow, warn, deny, error
-    deny: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    warn: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    deny: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
+    warn: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     error: str | None = Field(default=None, max_length=2000)
     engine: str = Field(default="", max_length=32)
     duration_ms: float = 0.0

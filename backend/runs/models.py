@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from backend.db import empty_dict, empty_list
 from backend.runs.lifecycle import RunType
 from backend.timeutil import utcnow
 
@@ -63,15 +64,17 @@ class Run(SQLModel, table=True):
     created_by: str | None = Field(default=None, max_length=254)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    status_timestamps: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status_timestamps: dict[str, Any] = Field(
+        default_factory=empty_dict, sa_column=Column(JSON, nullable=False)
+    )
     plan_summary: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     has_changes: bool | None = None
     failure_reason: str | None = Field(default=None, max_length=2000)
     # Temporary env overrides for this run only: {name: value} as encrypted JSON.
     env_overrides_encrypted: str | None = Field(default=None, max_length=200_000)
-    env_override_names: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    env_override_names: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     # Object-store keys and checksums of the plan artifacts and archived phase logs.
-    artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    artifacts: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     retriggered_from: str | None = Field(default=None, max_length=40)
     # The finished run whose trigger policy made this one (a chain never revisits a stack).
     triggered_by: str | None = Field(default=None, max_length=40)
@@ -111,15 +114,15 @@ class RunPolicyResult(SQLModel, table=True):
     policy_name: str = Field(max_length=100)
     policy_version: int
     outcome: str = Field(max_length=16)  # allow, warn, deny, approval, error
-    deny: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    warn: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    deny: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
+    warn: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     require_approval: bool = False
     required_approvals: int = 0
     error: str | None = Field(default=None, max_length=2000)
     engine: str = Field(default="", max_length=32)
     duration_ms: float = 0.0
     # Trigger policies: the runs this decision created on other stacks.
-    triggered: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    triggered: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from backend.db import empty_list
 from backend.timeutil import utcnow
 
 
@@ -63,11 +64,11 @@ class Stack(SQLModel, table=True):
     vcs_token_encrypted: str | None = Field(default=None, max_length=4096)
     # Webhook filters: globs over changed files (empty: every change), commit-message
     # substrings and actors whose events start no run.
-    trigger_paths: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    trigger_paths: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     skip_message_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SKIP_MESSAGES), sa_column=Column(JSON, nullable=False)
     )
-    skip_actors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    skip_actors: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     created_by: str | None = Field(
         default=None, max_length=254
     )  # the creator's label (email or token:<name>)

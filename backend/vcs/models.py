@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from backend.db import empty_dict
 from backend.timeutil import utcnow
 
 
@@ -48,7 +49,7 @@ class WebhookDelivery(SQLModel, table=True):
     delivery_id: str | None = Field(default=None, max_length=200)
     dedupe_key: str | None = Field(default=None, max_length=200)
     received_at: datetime = Field(default_factory=utcnow)
-    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    headers: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     # The body as received (verified deliveries only: an unsigned caller cannot fill the log).
     payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     payload_bytes: int = 0
