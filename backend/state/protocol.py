@@ -20,10 +20,12 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -36,8 +38,6 @@ from backend.state.schemas import LockInfo, UnlockInfo
 from backend.state.service import LockMismatch, PayloadTooLarge, StateLocked, Upload
 from backend.state.tokens import StackIdentity, verifier_for
 from backend.storage import ObjectNotFound, StorageError
-
-router = APIRouter(tags=["state backend"])
 
 BASIC_REALM = 'Basic realm="crucible"'
 _FLUSH_BYTES = 1024 * 1024  # hash and write uploads in ~1 MiB steps, off the event loop
@@ -56,6 +56,28 @@ class BasicAuthRequired(NotAuthenticated):
     """401 with an HTTP basic challenge (what Terraform's client understands)."""
 
     challenge = BASIC_REALM
+
+
+class _BasicChallengeRoute(APIRoute):
+    """Every 401 of the state endpoint challenges HTTP basic, wherever it was raised: also a
+    token revoked or expired while the request was under way (tokens.recheck, inside the write
+    or lock transaction), which the service raises as a plain NotAuthenticated."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BasicAuthRequired:
+                raise
+            except NotAuthenticated as exc:
+                raise BasicAuthRequired(exc.message) from None
+
+        return route
+
+
+router = APIRouter(tags=["state backend"], route_class=_BasicChallengeRoute)
 
 
 _CREDENTIALS_HELP = (
@@ -83,10 +105,7 @@ async def _identify(request: Request, ctx: AppContext, stack_id: str) -> StackId
     verifier = verifier_for(ctx.auth)
     ip = client_ip(request)
     user_agent = request.headers.get("user-agent")
-    try:
-        identity = await run_in_threadpool(ctx.read, lambda s: verifier.identify(s, password, ip, user_agent))
-    except NotAuthenticated as exc:
-        raise BasicAuthRequired(exc.message) from None
+    identity = await run_in_threadpool(ctx.read, lambda s: verifier.identify(s, password, ip, user_agent))
     if identity.stack_id != stack_id:
         raise Forbidden(f"this state token belongs to another stack, not {stack_id}")
     if username != stack_id:

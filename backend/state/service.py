@@ -4,9 +4,10 @@ Writes follow one order everywhere: the object is stored first, under an immutab
 own (``state/<stack>/<version id>.tfstate``); then one transaction takes the stack's head row
 (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serializes writers already), re-checks the
 token, the lock and the serial/lineage rules, inserts the version and moves the head. If that
-transaction fails, the object is deleted again: a failed write leaves the previous version
-current and nothing half-written. (A process killed between the two steps can leave an
-unreferenced object, never a version without its object.)
+transaction fails before its COMMIT, the object is deleted again: a failed write leaves the
+previous version current and nothing half-written. An error during or after the COMMIT (a
+connection lost) deletes it only once the version row is known to be absent. (A process killed
+between the two steps can leave an unreferenced object, never a version without its object.)
 
 Write rules against the current version: a lower serial, another lineage, or the same serial
 with other content are refused (409); the same serial with the same bytes is an idempotent
@@ -377,6 +378,30 @@ class _Identical(Exception):
         self.version = version
 
 
+class _CommitWatch:
+    """Whether a session's transaction was committed, may have been, or surely was not."""
+
+    def __init__(self) -> None:
+        self.attempted = False
+        self.done = False
+
+    def watch(self, session: Session) -> None:
+        event.listen(session, "before_commit", lambda _s: setattr(self, "attempted", True))
+        event.listen(session, "after_commit", lambda _s: setattr(self, "done", True))
+
+    def maybe_landed(self, sessions: Sessions, version_id: str) -> bool:
+        if self.done:
+            return True
+        if not self.attempted:  # failed before COMMIT: rolled back
+            return False
+        try:
+            with sessions(readonly=True) as s:
+                return s.get(StateVersion, version_id) is not None
+        except Exception:  # cannot tell: an unreferenced object is harmless, a lost one is not
+            log.warning("state: keeping object of version %s: its commit is in doubt", version_id)
+            return True
+
+
 def write_state(
     sessions: Sessions,
     objects: ObjectStore,
@@ -404,8 +429,10 @@ def write_state(
     version_id = new_id("stv")
     key = object_key(stack_id, version_id)
     objects.put_file(key, upload.path, upload.sha256)
+    commit = _CommitWatch()
     try:
         with sessions() as s:
+            commit.watch(s)
             head = _lock_head(s, stack_id)
             tokens.recheck(s, identity)
             _check_lock(s, stack_id, lock_id, "the write")
@@ -439,7 +466,11 @@ def write_state(
         _discard(objects, key)
         return WriteResult(to_public(same.version, same.version.id), created=False)
     except BaseException:
-        _discard(objects, key)
+        # The object goes only if its row surely never landed: an error after the commit (the
+        # connection lost while closing) or during it (the COMMIT sent, its answer lost) may
+        # have left a committed version, which must keep its object.
+        if not commit.maybe_landed(sessions, version_id):
+            _discard(objects, key)
         raise
     return WriteResult(to_public(version, version.id), created=True)
 
@@ -803,8 +834,10 @@ def _store_bytes(
     key = object_key(stack_id, version_id)
     objects.put(key, data)
     # The row lands with the caller's commit; if that transaction rolls back instead, the
-    # object goes too.
-    _after(session, "rollback", lambda: _discard(objects, key))
+    # object goes too — unless the rollback follows a COMMIT that failed, which may have landed.
+    commit = _CommitWatch()
+    commit.watch(session)
+    _after(session, "rollback", lambda: None if commit.attempted else _discard(objects, key))
     version = _new_version(
         version_id=version_id,
         stack_id=stack_id,

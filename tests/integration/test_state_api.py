@@ -1,5 +1,6 @@
 """State over REST: versions, download, diff/resources/outputs, lock status and force-unlock,
-admin forced upload and rollback — and the service functions the UI calls directly."""
+admin forced upload and rollback — and the service functions the UI calls directly. Every test
+runs on SQLite + filesystem store and on PostgreSQL + S3 (moto's server)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from backend.auth.models import Role
 from backend.state import service as state_service
 from backend.state.models import StateLock
 from tests.integration.test_state_protocol import (
+    LOST,
     TerraformClient,
+    failing_next_commit,
     lock_info,
     new_token,
+    paired_store_settings,
     state_events,
     state_objects,
     tf_state,
@@ -28,8 +33,8 @@ SENSITIVE_VALUES = ("st4te-pw-initial", "st4te-pw-rotated")
 
 
 @pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(getattr(request, "param", None) or {})
+def settings_overrides(request: pytest.FixtureRequest, db_kind: str) -> dict[str, Any]:
+    return paired_store_settings(request, db_kind)
 
 
 @pytest.fixture
@@ -59,6 +64,10 @@ def viewer_api(as_actor, viewer):
 
 def base(stack_id: str) -> str:
     return f"/api/v1/stacks/{stack_id}/state"
+
+
+def test_the_object_store_goes_with_the_database(ctx, db_kind):
+    assert ctx.settings.object_store == {"sqlite": "filesystem", "postgres": "s3"}[db_kind]
 
 
 # --------------------------------------------------------------------------- versions
@@ -234,6 +243,24 @@ def test_a_failed_rollback_transaction_removes_its_object(tf, admin_api, world, 
     assert admin_api.post(f"{base(stack_id)}/versions/1/rollback").status_code == 409
     assert state_objects(world, stack_id) == before
     assert [v.serial for v in versions(world, stack_id)] == [1, 2]
+
+
+@pytest.mark.parametrize("lands", [True, False], ids=["commit-landed", "commit-refused"])
+def test_an_upload_whose_commit_fails_keeps_the_object_only_if_it_may_have_landed(
+    world, stack_id, admin, monkeypatch, lands
+):
+    arm = failing_next_commit(monkeypatch, world.ctx.engine, lands=lands)
+    limits = state_service.Limits.from_settings(world.ctx.settings)
+    with pytest.raises(OperationalError, match=LOST), world.ctx.session() as s:
+        who = world.ctx.auth.session_principal(s, admin.session)
+        state_service.upload_state(
+            s, world.ctx.objects, who, stack_id, tf_state(1), force=False, limits=limits
+        )
+        arm()
+    stored = versions(world, stack_id)
+    assert [v.serial for v in stored] == ([1] if lands else [])
+    # Landed: its object stays. Refused: an object no version points to may stay (harmless).
+    assert set(state_objects(world, stack_id)) >= {v.object_key for v in stored}
 
 
 # --------------------------------------------------------------------------- lock

@@ -6,26 +6,35 @@ auth (username = stack id), ``Content-Type: application/json`` and ``Content-MD5
 answers it reads are the ones the client branches on: 200/204 on GET, 200 on writes, 200 or
 423/409 (with the holder's LockInfo) on LOCK, 200 on UNLOCK.
 
-Most tests use the in-process TestClient; the concurrency tests and the streaming checks run
-against a real uvicorn server on a loopback port. Every test runs on SQLite and PostgreSQL
-(filesystem store); the write/read/version path also runs against S3 (moto's server over HTTP).
+It also retries as Terraform's client does (go-retryablehttp): connection errors, 429 and 5xx
+except 501, ``retry_max`` times (default 2), waiting ``retry_wait_min * 2**attempt`` (at most
+``retry_wait_max``) or what ``Retry-After`` says on 429/503.
+
+Most tests use the in-process TestClient; the concurrency, streaming and retry tests run against
+a real uvicorn server on a loopback port. Every test runs on the two pairings Crucible supports,
+SQLite + filesystem store and PostgreSQL + S3 (moto's server over HTTP); the write/read/version
+path also runs on the crossed pairs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
+import itertools
 import json
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import uvicorn
@@ -33,16 +42,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
 
 from backend.api import create_api
 from backend.audit.models import AuditEvent
 from backend.auth.principal import system_principal
 from backend.runs.models import Run
+from backend.state import parse, protocol, tokens
 from backend.state import service as state_service
-from backend.state import tokens
 from backend.state.models import StateHead, StateLock, StateToken, StateVersion
+from backend.storage import ObjectStore, S3ObjectStore
 from backend.timeutil import new_id, utcnow
-from tests.integration.test_object_store_s3 import moto_endpoint  # noqa: F401  (a fixture)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -95,23 +105,84 @@ def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-class TerraformClient:
-    """What Terraform's http backend client sends, over any httpx-compatible client."""
+# Terraform's http backend defaults: retry_max, retry_wait_min, retry_wait_max (seconds).
+RETRY_MAX, RETRY_WAIT_MIN, RETRY_WAIT_MAX = 2, 1.0, 30.0
 
-    def __init__(self, http, stack_id: str, password: str, username: str | None = None):
+
+def retryable(status: int) -> bool:
+    """go-retryablehttp's DefaultRetryPolicy for an answer (connection errors retry too)."""
+    return status == 429 or status == 0 or (status >= 500 and status != 501)
+
+
+class TerraformClient:
+    """What Terraform's http backend client sends, over any httpx-compatible client, retried as
+    its go-retryablehttp client retries. ``waits`` records every wait between attempts;
+    ``sleep`` does the waiting (tests pass a no-op and check ``waits``).
+
+    One difference: after the last attempt Terraform reports "giving up after N attempt(s)"
+    without the answer; this client returns the last answer, so tests can read it."""
+
+    def __init__(
+        self,
+        http,
+        stack_id: str,
+        password: str,
+        username: str | None = None,
+        *,
+        retry_max: int = RETRY_MAX,
+        retry_wait_min: float = RETRY_WAIT_MIN,
+        retry_wait_max: float = RETRY_WAIT_MAX,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.http = http
         self.stack_id = stack_id
         self.address = f"/api/v1/state/{stack_id}"
         self.auth = basic(username if username is not None else stack_id, password)
         self.lock_id: str | None = None
         self.json_lock_info: bytes | None = None
+        self.retry_max, self.retry_wait_min, self.retry_wait_max = retry_max, retry_wait_min, retry_wait_max
+        self.sleep = sleep
+        self.waits: list[float] = []
+
+    def backoff(self, attempt: int, response: httpx.Response | None) -> float:
+        """go-retryablehttp's DefaultBackoff: Retry-After on 429/503, else exponential."""
+        if response is not None and response.status_code in (429, 503):
+            retry_after = response.headers.get("retry-after", "").strip()
+            if retry_after.isdigit():
+                return float(retry_after)
+        return min(self.retry_wait_min * 2**attempt, self.retry_wait_max)
 
     def request(self, method: str, url: str, data: bytes | None = None, params: dict | None = None):
         headers = {"Authorization": self.auth}
         if data is not None:
             headers["Content-Type"] = "application/json"
             headers["Content-MD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
-        return self.http.request(method, url, content=data, headers=headers, params=params)
+        for attempt in itertools.count():
+            last = attempt >= self.retry_max
+            request = self.http.build_request(method, url, content=data, headers=headers, params=params)
+            try:
+                response = self.http.send(request, stream=True)
+            except httpx.TransportError:
+                if last:
+                    raise
+                answer = None
+            else:
+                if last or not retryable(response.status_code):
+                    # Terraform reads the body after the retrying client returned: a body that
+                    # breaks off is an error, not a retry.
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+                    return response
+                with contextlib.suppress(httpx.HTTPError):
+                    response.read()  # drained, as go-retryablehttp does before retrying
+                response.close()
+                answer = response
+            wait = self.backoff(attempt, answer)
+            self.waits.append(wait)
+            self.sleep(wait)
+        raise AssertionError("unreachable")
 
     def get(self):
         return self.request("GET", self.address)
@@ -192,29 +263,53 @@ def make_run(world, stack_id: str, run_type: str = "tracked") -> Run:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Tests pass a dict (indirect parametrize), or "s3" to use moto's S3 server."""
+def s3_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for a fresh bucket (created here) on moto's S3 server."""
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    values = {
+        "object_store": "s3",
+        "s3_endpoint_url": request.getfixturevalue("moto_endpoint"),
+        "s3_bucket": f"state-{uuid.uuid4().hex[:12]}",
+        "s3_access_key_id": "crucible-test",
+        "s3_secret_access_key": "crucible-test-secret",
+    }
+    _bucket_maker(values["s3_endpoint_url"]).create_bucket(Bucket=values["s3_bucket"])
+    return values
+
+
+@functools.cache
+def _bucket_maker(endpoint: str) -> Any:
+    # One client for the session: building a boto3 client costs ~0.3 s.
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="crucible-test",
+        aws_secret_access_key="crucible-test-secret",
+    )
+
+
+def paired_store_settings(request: pytest.FixtureRequest, db_kind: str) -> dict[str, Any]:
+    """The object store goes with the database: the filesystem with SQLite, S3 (moto) with
+    PostgreSQL. An indirect param "filesystem" or "s3" picks the store instead; a dict param
+    adds settings to the paired store."""
     param = getattr(request, "param", None)
-    if param == "s3":
-        monkeypatch = request.getfixturevalue("monkeypatch")
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                monkeypatch.delenv(name)
-        return {
-            "object_store": "s3",
-            "s3_endpoint_url": request.getfixturevalue("moto_endpoint"),
-            "s3_bucket": f"state-{uuid.uuid4().hex[:12]}",
-            "s3_access_key_id": "crucible-test",
-            "s3_secret_access_key": "crucible-test-secret",
-        }
-    return dict(param or {})
+    extra = param if isinstance(param, dict) else {}
+    store = param if isinstance(param, str) else ("s3" if db_kind == "postgres" else "filesystem")
+    assert store in ("filesystem", "s3"), store
+    return {**(s3_settings(request) if store == "s3" else {}), **extra}
 
 
 @pytest.fixture
-def stack_id(world, ctx) -> str:
-    if ctx.settings.object_store == "s3":
-        ctx.objects.ensure_bucket()
+def settings_overrides(request: pytest.FixtureRequest, db_kind: str) -> dict[str, Any]:
+    return paired_store_settings(request, db_kind)
+
+
+@pytest.fixture
+def stack_id(world) -> str:
     return world.stack()["id"]
 
 
@@ -229,12 +324,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_url(ctx) -> Iterator[str]:
-    """The API on a real loopback port (uvicorn in a thread)."""
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """An ASGI app on a real loopback port (uvicorn in a thread); yields its base URL."""
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_api(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -250,6 +345,13 @@ def live_url(ctx) -> Iterator[str]:
 
 
 @pytest.fixture
+def live_url(ctx) -> Iterator[str]:
+    """The API on a real loopback port."""
+    with serving(create_api(ctx)) as url:
+        yield url
+
+
+@pytest.fixture
 def live_http(live_url) -> Iterator[httpx.Client]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     with httpx.Client(base_url=live_url, timeout=60, limits=limits) as http:
@@ -259,13 +361,17 @@ def live_http(live_url) -> Iterator[httpx.Client]:
 # --------------------------------------------------------------------------- read / write
 
 
+def test_the_object_store_goes_with_the_database(ctx, db_kind):
+    assert ctx.settings.object_store == {"sqlite": "filesystem", "postgres": "s3"}[db_kind]
+
+
 def test_a_stack_without_state_answers_204(tf):
     response = tf.get()
     assert response.status_code == 204
     assert response.content == b""
 
 
-STORES = [pytest.param({}, id="filesystem"), pytest.param("s3", id="s3")]
+STORES = ["filesystem", "s3"]  # both stores on both databases (the pairings plus the crossed ones)
 
 
 @pytest.mark.parametrize("settings_overrides", STORES, indirect=True)
@@ -440,10 +546,11 @@ def test_relocking_with_the_holders_id_succeeds_and_unlocking_an_unlocked_state_
 def test_unlock_bodies_that_force_unlock_sends(tf, client, world, stack_id):
     info = lock_info()
     assert tf.lock(info).status_code == 200
-    # Older clients' force-unlock sends an empty body: it cannot prove it knows the lock.
+    # `terraform force-unlock` (1.11; OpenTofu's client is the same) sends an empty body: it
+    # cannot prove it knows the lock (test_state_terraform_cli.py runs it).
     empty = tf.unlock(b"")
     assert empty.status_code == 409 and empty.json() == info
-    # Newer ones send a LockInfo with only the ID.
+    # A LockInfo with only the ID does.
     assert tf.unlock(json.dumps({"ID": info["ID"]}).encode()).status_code == 200
     # The ID may also come as ?ID= (curl).
     assert tf.lock(info).status_code == 200
@@ -611,6 +718,46 @@ def test_revocation_and_expiry_take_effect_at_once(client, world, stack_id):
     assert expired.headers["www-authenticate"] == 'Basic realm="crucible"'
 
 
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_lost_during_a_request_is_401_with_a_basic_challenge(
+    client, world, stack_id, monkeypatch, how
+):
+    """Authenticated at the start, revoked or expired before the transaction re-checks it."""
+    real_identify = protocol._identify
+
+    async def identify_then_lose_the_token(request, ctx, sid):
+        identity = await real_identify(request, ctx, sid)
+
+        def lose() -> None:
+            with ctx.session() as s:
+                tok = s.get(StateToken, identity.token_id)
+                if how == "revoked":
+                    tok.revoked_at = utcnow()
+                else:
+                    tok.expires_at = utcnow() - timedelta(seconds=1)
+                s.add(tok)
+
+        await run_in_threadpool(lose)
+        return identity
+
+    monkeypatch.setattr(protocol, "_identify", identify_then_lose_the_token)
+    for method, body in [
+        ("POST", tf_state(1)),
+        ("PUT", tf_state(1)),
+        ("DELETE", None),
+        ("LOCK", json.dumps(lock_info()).encode()),
+        ("UNLOCK", json.dumps(lock_info()).encode()),
+    ]:
+        tf = TerraformClient(client, stack_id, new_token(world, stack_id, name=f"t-{method}"))
+        response = tf.request(method, tf.address, body)
+        assert response.status_code == 401, (method, response.text)
+        assert response.headers["www-authenticate"] == 'Basic realm="crucible"', method
+        assert how in response.json()["detail"], (method, response.text)
+    assert versions(world, stack_id) == [] and state_objects(world, stack_id) == []
+    with world.ctx.session() as s:
+        assert s.get(StateLock, stack_id) is None
+
+
 def test_run_tokens_stamp_their_run_on_versions_and_locks(client, world, stack_id):
     run = make_run(world, stack_id, "tracked")
     with world.ctx.session() as s:
@@ -678,6 +825,7 @@ def test_a_failed_write_leaves_the_previous_version_current_and_no_orphan_object
         raise OperationalError("INSERT", {}, Exception("the database went away"))  # ...the commit fails
 
     monkeypatch.setattr(state_service, "_advance", failing_advance)
+    tf.retry_max = 0  # the answer itself, not Terraform's retry of it
     response = tf.put(tf_state(2))
     assert response.status_code == 503
     assert len(seen) == 1 and len(seen[0]) == 2
@@ -691,18 +839,114 @@ def test_a_failed_write_leaves_the_previous_version_current_and_no_orphan_object
     assert tf.put(tf_state(2)).status_code == 200  # and the retry succeeds
 
 
+def _upload(tmp_path, data: bytes) -> state_service.Upload:
+    path = tmp_path / f"upload-{uuid.uuid4().hex}.tfstate"
+    path.write_bytes(data)
+    return state_service.Upload(
+        path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest()
+    )
+
+
+LOST = "server closed the connection unexpectedly"
+
+
+def failing_next_commit(monkeypatch, engine, *, lands: bool) -> Callable[[], None]:
+    """Returns arm(): the next COMMIT on the engine raises the driver's OperationalError, after
+    committing when ``lands`` (the answer lost on the way back), else without committing."""
+    dialect = engine.dialect
+    real_commit = dialect.do_commit
+    armed: list[bool] = []
+
+    def do_commit(dbapi_connection) -> None:
+        if not armed:
+            return real_commit(dbapi_connection)
+        armed.clear()
+        if lands:
+            real_commit(dbapi_connection)
+        raise dialect.loaded_dbapi.OperationalError(LOST)
+
+    monkeypatch.setattr(dialect, "do_commit", do_commit)
+    return lambda: armed.append(True)
+
+
+@pytest.mark.parametrize("when", ["refused-at-commit", "lost-during-commit", "lost-after-commit"])
+def test_a_committed_version_never_loses_its_object(client, world, stack_id, tmp_path, monkeypatch, when):
+    """The write transaction's COMMIT fails (nothing landed), or lands with its answer lost, or
+    the connection is lost after it: the object goes only with a transaction that did not
+    commit; a committed version keeps it, and Terraform's retry of the same bytes finds it."""
+    ctx = world.ctx
+    password = new_token(world, stack_id)
+    identity = ctx.read(lambda s: tokens.verifier_for(ctx.auth).identify(s, password))
+    data = tf_state(1)
+    arm = failing_next_commit(monkeypatch, ctx.engine, lands=when == "lost-during-commit")
+
+    @contextlib.contextmanager
+    def sessions(readonly: bool = False) -> Iterator[Any]:
+        if readonly:
+            with ctx.session(readonly=True) as s:
+                yield s
+            return
+        with ctx.session() as s:
+            yield s
+            if when != "lost-after-commit":
+                arm()  # the next COMMIT is this session's
+        if when == "lost-after-commit":
+            raise OperationalError("COMMIT", {}, Exception(LOST))  # committed; then the connection died
+
+    with pytest.raises(OperationalError, match=LOST):
+        state_service.write_state(
+            sessions,
+            ctx.objects,
+            identity,
+            stack_id,
+            _upload(tmp_path, data),
+            parse.validate_state_bytes(data),
+            lock_id=None,
+        )
+    stored = versions(world, stack_id)
+    tf = TerraformClient(client, stack_id, password)
+    if when == "refused-at-commit":
+        assert stored == [] and state_objects(world, stack_id) == []
+        assert tf.get().status_code == 204
+        return
+    (version,) = stored
+    assert head(world, stack_id).current_version_id == version.id
+    assert state_objects(world, stack_id) == [version.object_key]
+    assert tf.get().content == data
+    retry = tf.put(data)  # Terraform saw an error and sends the same bytes again
+    assert retry.status_code == 200 and retry.json()["created"] is False
+    assert [v.id for v in versions(world, stack_id)] == [version.id]
+
+
+def corrupt(objects: ObjectStore, key: str) -> bytes:
+    """Flip a byte near the end of a stored object behind the store's back, keeping the SHA-256
+    stored with it (so only the store's own verification can notice); returns the new payload."""
+    if isinstance(objects, S3ObjectStore):
+        full_key = objects._full_key(key)
+        stored = objects._client.get_object(Bucket=objects.bucket, Key=full_key)
+        blob = bytearray(stored["Body"].read())
+        blob[-10] ^= 0xFF
+        assert stored["Metadata"]["sha256"]
+        objects._client.put_object(
+            Bucket=objects.bucket, Key=full_key, Body=bytes(blob), Metadata=stored["Metadata"]
+        )
+        return bytes(blob)
+    path = objects._path(key)  # type: ignore[attr-defined]
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    return bytes(blob)
+
+
 def test_a_corrupted_object_is_never_served_whole(live_http, world, stack_id):
     tf = TerraformClient(live_http, stack_id, new_token(world, stack_id))
     data = tf_state(1, resources=2000)  # several read chunks
     assert tf.put(data).status_code == 200
     (version,) = versions(world, stack_id)
-    path = world.ctx.objects._path(version.object_key)
-    blob = bytearray(path.read_bytes())
-    blob[-10] ^= 0xFF
-    path.write_bytes(bytes(blob))
+    blob = corrupt(world.ctx.objects, version.object_key)
     with pytest.raises(httpx.HTTPError):
         response = tf.get()
-        assert response.content != bytes(blob[-len(data) :])  # pragma: no cover - the read fails
+        assert response.content != blob[-len(data) :]  # pragma: no cover - the read fails
 
 
 def test_a_big_state_streams_over_real_http(live_http, world, stack_id):
@@ -724,6 +968,165 @@ def test_retention_prunes_old_versions_and_their_objects(tf, world, stack_id):
     assert [v.serial for v in kept] == [4, 5]
     assert sorted(state_objects(world, stack_id)) == sorted(v.object_key for v in kept)
     assert tf.get().content == tf_state(5)
+
+
+# --------------------------------------------------------------------------- retries
+
+
+class FaultInjector:
+    """ASGI middleware in front of the app that spoils the first request of an armed method.
+
+    ``lose_answer`` (default): the app handles the request completely — its transaction commits
+    — but the client gets ``status`` instead of the app's answer, as from a proxy that timed out
+    on the way back. Without it, the client gets ``status`` and the app never sees the request."""
+
+    def __init__(self, app):
+        self.app = app
+        self.armed: dict[str, tuple[int, bool]] = {}
+        self.seen: list[str] = []  # the method of every request that arrived
+        self.lost: list[tuple[str, int]] = []  # (method, the app's own status) of lost answers
+        self.url = ""
+
+    def arm(self, method: str, status: int = 502, *, lose_answer: bool = True) -> None:
+        self.armed[method] = (status, lose_answer)
+
+    def count(self, method: str) -> int:
+        return self.seen.count(method)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.seen.append(scope["method"])
+        fault = self.armed.pop(scope["method"], None)
+        if fault is None:
+            return await self.app(scope, receive, send)
+        status, lose_answer = fault
+        if lose_answer:
+            answered: list[int] = []
+
+            async def swallow(message) -> None:
+                if message["type"] == "http.response.start":
+                    answered.append(message["status"])
+
+            await self.app(scope, receive, swallow)
+            self.lost.append((scope["method"], answered[0]))
+        else:
+            while (await receive()).get("more_body"):
+                pass
+        body = b"injected fault"
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def faults(ctx) -> Iterator[FaultInjector]:
+    """The API behind a FaultInjector, on a real loopback port (``faults.url``)."""
+    injector = FaultInjector(create_api(ctx))
+    with serving(injector) as url:
+        injector.url = url
+        yield injector
+
+
+@pytest.fixture
+def fast_tf(faults, world, stack_id) -> Iterator[TerraformClient]:
+    """A TerraformClient to the faulty server with tiny waits that records them instead of sleeping."""
+    with httpx.Client(base_url=faults.url, timeout=30) as http:
+        yield TerraformClient(
+            http,
+            stack_id,
+            new_token(world, stack_id),
+            retry_wait_min=0.01,
+            retry_wait_max=0.05,
+            sleep=lambda _s: None,
+        )
+
+
+def test_lost_answers_to_lock_write_and_unlock_are_retried_as_terraform_expects(
+    faults, fast_tf, world, stack_id
+):
+    info = lock_info(who="ci@runner")
+    for method in ("LOCK", "POST", "UNLOCK"):
+        faults.arm(method)
+
+    # LOCK landed, its answer was lost: the retry is a re-LOCK by the holder, 200.
+    assert fast_tf.lock(info).status_code == 200
+    with world.ctx.session() as s:
+        assert s.get(StateLock, stack_id).lock_id == info["ID"]
+
+    # The write landed: the retry is the same serial with the same bytes, 200 and no new version.
+    data = tf_state(1)
+    write = fast_tf.put(data)
+    assert write.status_code == 200 and write.json() == {
+        "serial": 1,
+        "lineage": "5e1f0c2a-lineage",
+        "created": False,
+    }
+    (version,) = versions(world, stack_id)
+    assert state_objects(world, stack_id) == [version.object_key]
+    assert [e.action for e in state_events(world, stack_id)] == ["state.write"]
+
+    # The unlock landed: the retry unlocks a state that is not locked, 200.
+    unlock = fast_tf.unlock()
+    assert unlock.status_code == 200 and unlock.json() == {"unlocked": False}
+    with world.ctx.session() as s:
+        assert s.get(StateLock, stack_id) is None
+
+    assert faults.lost == [("LOCK", 200), ("POST", 200), ("UNLOCK", 200)]
+    assert [faults.count(m) for m in ("LOCK", "POST", "UNLOCK")] == [2, 2, 2]
+    assert fast_tf.waits == [0.01, 0.01, 0.01]  # retry_wait_min before each first retry
+    assert fast_tf.get().content == data
+    assert leftover_uploads(world) == []
+
+
+def test_a_503_before_the_commit_is_retried_after_retry_after(faults, fast_tf, world, stack_id, monkeypatch):
+    real_advance = state_service._advance
+    failures: list[int] = []
+
+    def failing_once(session, head_row, version):
+        real_advance(session, head_row, version)
+        if not failures:
+            failures.append(version.serial)
+            raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(state_service, "_advance", failing_once)
+    data = tf_state(1)
+    response = fast_tf.put(data)
+    assert response.status_code == 200 and response.json()["created"] is True
+    assert failures == [1] and faults.count("POST") == 2
+    assert fast_tf.waits == [5.0]  # Crucible's Retry-After: 5, which go-retryablehttp honours on 503
+    (version,) = versions(world, stack_id)
+    assert state_objects(world, stack_id) == [version.object_key]  # the failed attempt's object went
+    assert fast_tf.get().content == data
+
+
+def test_which_answers_are_retried(faults, fast_tf, world, stack_id):
+    for status in (429, 500, 502, 503, 504):
+        faults.arm("GET", status, lose_answer=False)
+        before = faults.count("GET")
+        assert fast_tf.get().status_code == 204, status  # the retry reached the app
+        assert faults.count("GET") - before == 2, status
+    # 501 Not Implemented is final: one request, no retry, the answer as it came.
+    faults.arm("LOCK", 501, lose_answer=False)
+    fast_tf.waits.clear()
+    response = fast_tf.lock()
+    assert response.status_code == 501 and faults.count("LOCK") == 1 and fast_tf.waits == []
+    with world.ctx.session() as s:
+        assert s.get(StateLock, stack_id) is None
+    # Retries stop after retry_max (2) retries: the last answer is what the client sees.
+    faults.arm("GET", 502, lose_answer=False)
+    tf_once = TerraformClient(fast_tf.http, stack_id, new_token(world, stack_id), retry_max=0)
+    assert tf_once.get().status_code == 502 and tf_once.waits == []
+
+
+def test_connection_errors_are_retried_with_exponential_waits():
+    with httpx.Client(base_url=f"http://127.0.0.1:{_free_port()}", timeout=2) as http:  # nothing listens
+        tf = TerraformClient(
+            http, "stk-0000000000000000", "crus_x", retry_wait_min=0.01, sleep=lambda _s: None
+        )
+        with pytest.raises(httpx.ConnectError):
+            tf.get()
+    assert tf.waits == [0.01, 0.02]
 
 
 # --------------------------------------------------------------------------- no input is a 5xx

@@ -1,10 +1,12 @@
 """Stack tokens: created by members and shown once, listed without secrets, revoked at once,
-verified with argon2 only on a cache miss; run tokens bound to their run and short-lived."""
+verified with argon2 only on a cache miss; run tokens bound to their run and short-lived.
+On SQLite + filesystem store and PostgreSQL + S3 (moto's server)."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlmodel import select
@@ -14,7 +16,17 @@ from backend.auth.models import Role
 from backend.state import tokens
 from backend.state.models import StateToken, TokenAccess
 from backend.timeutil import as_utc, utcnow
-from tests.integration.test_state_protocol import TerraformClient, make_run, tf_state
+from tests.integration.test_state_protocol import (
+    TerraformClient,
+    make_run,
+    paired_store_settings,
+    tf_state,
+)
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest, db_kind: str) -> dict[str, Any]:
+    return paired_store_settings(request, db_kind)
 
 
 @pytest.fixture
