@@ -245,6 +245,55 @@ TOOL_COLORS = {
 }
 
 
+def pager(
+    label,
+    *,
+    tid: str,
+    has_prev,
+    on_prev,
+    has_next,
+    on_next,
+    prev_text: str = "Previous",
+    next_text: str = "Next",
+    size: str = "2",
+    loading=None,
+    prev_tid: str | None = None,
+    next_tid: str | None = None,
+) -> rx.Component:
+    """A list's count label (``None``: none) and its previous/next page buttons. Test ids:
+    ``{tid}-count``, ``{tid}-prev-page`` and ``{tid}-next-page`` unless named."""
+    extra = {} if loading is None else {"loading": loading}
+    count = (
+        []
+        if label is None
+        else [rx.text(label, size="2", color=rx.color("gray", 10), custom_attrs=testid(f"{tid}-count"))]
+    )
+    return rx.hstack(
+        *count,
+        rx.spacer(),
+        rx.button(
+            prev_text,
+            variant="soft",
+            size=size,
+            disabled=~has_prev,
+            on_click=on_prev,
+            custom_attrs=testid(prev_tid or f"{tid}-prev-page"),
+            **extra,
+        ),
+        rx.button(
+            next_text,
+            variant="soft",
+            size=size,
+            disabled=~has_next,
+            on_click=on_next,
+            custom_attrs=testid(next_tid or f"{tid}-next-page"),
+            **extra,
+        ),
+        width="100%",
+        align="center",
+    )
+
+
 def tool_badge(tool) -> rx.Component:
     return rx.badge(
         tool,

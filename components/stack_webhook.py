@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import rel_time, table_skeleton, testid
+from components.layout import pager, rel_time, table_skeleton, testid
 from components.state_view import confirm_dialog, muted
 from state.stack_webhook import ALL, OUTCOMES
 from state.stack_webhook import StackWebhookState as S
@@ -564,32 +564,16 @@ def _deliveries_table() -> rx.Component:
             variant="surface",
             custom_attrs=testid("stack-webhook-deliveries-table"),
         ),
-        rx.hstack(
-            rx.text(
-                S.page_label,
-                size="2",
-                color=rx.color("gray", 10),
-                custom_attrs=testid("stack-webhook-deliveries-count"),
-            ),
-            rx.spacer(),
-            rx.button(
-                "Newer",
-                size="1",
-                variant="soft",
-                disabled=~S.has_prev,
-                on_click=S.prev_page,
-                custom_attrs=testid("stack-webhook-deliveries-prev-page"),
-            ),
-            rx.button(
-                "Older",
-                size="1",
-                variant="soft",
-                disabled=~S.has_next,
-                on_click=S.next_page,
-                custom_attrs=testid("stack-webhook-deliveries-next-page"),
-            ),
-            width="100%",
-            align="center",
+        pager(
+            S.page_label,
+            tid="stack-webhook-deliveries",
+            has_prev=S.has_prev,
+            on_prev=S.prev_page,
+            has_next=S.has_next,
+            on_next=S.next_page,
+            prev_text="Newer",
+            next_text="Older",
+            size="1",
         ),
         width="100%",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, page, rel_time, table_skeleton, testid
+from components.layout import empty_state, page, pager, rel_time, table_skeleton, testid
 from components.policy_widgets import TYPE_LABELS, type_badge
 from state.policies import ALL, TYPES, PoliciesState
 
@@ -168,27 +168,13 @@ def _table() -> rx.Component:
             variant="surface",
             custom_attrs=testid("policies-table"),
         ),
-        rx.hstack(
-            rx.text(
-                S.page_label, size="2", color=rx.color("gray", 10), custom_attrs=testid("policies-count")
-            ),
-            rx.spacer(),
-            rx.button(
-                "Previous",
-                variant="soft",
-                disabled=~S.has_prev,
-                on_click=S.prev_page,
-                custom_attrs=testid("policies-prev-page"),
-            ),
-            rx.button(
-                "Next",
-                variant="soft",
-                disabled=~S.has_next,
-                on_click=S.next_page,
-                custom_attrs=testid("policies-next-page"),
-            ),
-            width="100%",
-            align="center",
+        pager(
+            S.page_label,
+            tid="policies",
+            has_prev=S.has_prev,
+            on_prev=S.prev_page,
+            has_next=S.has_next,
+            on_next=S.next_page,
         ),
         width="100%",
     )

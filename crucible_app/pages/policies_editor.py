@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, field_error, page, rel_time, table_skeleton, testid, tool_badge
+from components.layout import (
+    empty_state,
+    field_error,
+    page,
+    pager,
+    rel_time,
+    table_skeleton,
+    testid,
+    tool_badge,
+)
 from components.layout import typed_delete_dialog as _typed_delete_dialog
 from components.policy_backtest import backtest_panel
 from components.policy_widgets import (
@@ -457,27 +466,16 @@ def _versions_tab() -> rx.Component:
             variant="surface",
             custom_attrs=testid("policy-versions-table"),
         ),
-        rx.hstack(
-            rx.text(S.versions_label, size="2", color=MUTED, custom_attrs=testid("policy-versions-count")),
-            rx.spacer(),
-            rx.button(
-                "Previous",
-                variant="soft",
-                size="1",
-                disabled=~S.versions_has_prev,
-                on_click=S.versions_prev,
-                custom_attrs=testid("policy-versions-prev"),
-            ),
-            rx.button(
-                "Next",
-                variant="soft",
-                size="1",
-                disabled=~S.versions_has_next,
-                on_click=S.versions_next,
-                custom_attrs=testid("policy-versions-next"),
-            ),
-            width="100%",
-            align="center",
+        pager(
+            S.versions_label,
+            tid="policy-versions",
+            has_prev=S.versions_has_prev,
+            on_prev=S.versions_prev,
+            has_next=S.versions_has_next,
+            on_next=S.versions_next,
+            size="1",
+            prev_tid="policy-versions-prev",
+            next_tid="policy-versions-next",
         ),
         rx.cond(S.view_loading, table_skeleton(4, 1)),
         _version_viewer(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, page, rel_time, table_skeleton, testid, typed_delete_dialog
+from components.layout import empty_state, page, pager, rel_time, table_skeleton, testid, typed_delete_dialog
 from components.log_viewer import log_viewer
 from components.plan_diff import plan_diff
 from components.runs import lifecycle_rail, plan_chips, runs_table, status_badge, type_badge
@@ -80,27 +80,13 @@ def runs_page() -> rx.Component:
             ),
             rx.vstack(
                 runs_table(r.rows),
-                rx.hstack(
-                    rx.text(
-                        r.page_label, size="2", color=rx.color("gray", 10), custom_attrs=testid("runs-count")
-                    ),
-                    rx.spacer(),
-                    rx.button(
-                        "Previous",
-                        variant="soft",
-                        disabled=~r.has_prev,
-                        on_click=r.prev_page,
-                        custom_attrs=testid("runs-prev-page"),
-                    ),
-                    rx.button(
-                        "Next",
-                        variant="soft",
-                        disabled=~r.has_next,
-                        on_click=r.next_page,
-                        custom_attrs=testid("runs-next-page"),
-                    ),
-                    width="100%",
-                    align="center",
+                pager(
+                    r.page_label,
+                    tid="runs",
+                    has_prev=r.has_prev,
+                    on_prev=r.prev_page,
+                    has_next=r.has_next,
+                    on_next=r.next_page,
                 ),
                 width="100%",
             ),

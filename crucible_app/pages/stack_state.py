@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from components.layout import empty_state, rel_time, table_skeleton, testid, token_status
+from components.layout import empty_state, pager, rel_time, table_skeleton, testid, token_status
 from components.plan_diff import STATE_LABELS, plan_diff
 from components.state_view import code_block, confirm_dialog, json_value, muted
 from state.stack_state import ALL, StackStateState
@@ -369,35 +369,23 @@ def _history_card() -> rx.Component:
         variant="surface",
         custom_attrs=testid("stack-state-versions-table"),
     )
-    pager = rx.hstack(
-        muted(S.versions_label, size="2", custom_attrs=testid("stack-state-versions-count")),
-        rx.spacer(),
-        rx.button(
-            "Newer",
-            variant="soft",
-            size="1",
-            disabled=~S.versions_has_prev,
-            loading=S.versions_loading,
-            on_click=S.prev_versions,
-            custom_attrs=testid("stack-state-versions-prev-page"),
-        ),
-        rx.button(
-            "Older",
-            variant="soft",
-            size="1",
-            disabled=~S.versions_has_next,
-            loading=S.versions_loading,
-            on_click=S.next_versions,
-            custom_attrs=testid("stack-state-versions-next-page"),
-        ),
-        width="100%",
-        align="center",
+    versions_pager = pager(
+        S.versions_label,
+        tid="stack-state-versions",
+        has_prev=S.versions_has_prev,
+        on_prev=S.prev_versions,
+        has_next=S.versions_has_next,
+        on_next=S.next_versions,
+        prev_text="Newer",
+        next_text="Older",
+        size="1",
+        loading=S.versions_loading,
     )
     return _card(
         "Versions",
         "Every state Terraform wrote, newest first. Versions are immutable; a rollback adds a new one.",
         table,
-        pager,
+        versions_pager,
         tid="stack-state-versions",
     )
 
@@ -836,25 +824,14 @@ def _contents_card() -> rx.Component:
         ),
         rx.cond(
             S.resources_has_prev | S.resources_has_next,
-            rx.hstack(
-                rx.spacer(),
-                rx.button(
-                    "Previous",
-                    variant="soft",
-                    size="1",
-                    disabled=~S.resources_has_prev,
-                    on_click=S.prev_resources,
-                    custom_attrs=testid("stack-state-resources-prev-page"),
-                ),
-                rx.button(
-                    "Next",
-                    variant="soft",
-                    size="1",
-                    disabled=~S.resources_has_next,
-                    on_click=S.next_resources,
-                    custom_attrs=testid("stack-state-resources-next-page"),
-                ),
-                width="100%",
+            pager(
+                None,
+                tid="stack-state-resources",
+                has_prev=S.resources_has_prev,
+                on_prev=S.prev_resources,
+                has_next=S.resources_has_next,
+                on_next=S.next_resources,
+                size="1",
             ),
         ),
         width="100%",
