@@ -49,6 +49,10 @@ def server(tmp_path_factory):
         "CRUCIBLE_LOG_FORMAT": "text",
         "CRUCIBLE_LOCAL_RUNNER_WRITABLE_PATHS": str(managed),
         "CRUCIBLE_CANCEL_GRACE_SECONDS": "3",
+        # Every test signs in from 127.0.0.1, well over 30 times in the throttle's 5-minute window
+        # once the suite is big enough: the per-IP limit would refuse the later tests' logins.
+        # The throttle itself is tested in tests/integration/test_auth_api.py.
+        "CRUCIBLE_LOGIN_MAX_ATTEMPTS_PER_IP": "100000",
     }
     log_path = data / "server.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
